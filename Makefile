@@ -1,0 +1,40 @@
+# engram: build, run, test, bench. Needs only Go and Node (npm) on the PATH.
+export PATH := $(PATH):/usr/local/go/bin
+GO      ?= go
+FUZZTIME ?= 5s
+
+.PHONY: build run test unit fuzz e2e bench clean
+
+build:
+	$(GO) build -o bin/engram ./cmd/engram
+
+# A dev server on the embedded default: server name localhost, client API on
+# http://127.0.0.1:8008, data in ./data, open registration.
+run: build
+	./bin/engram serve --dev
+
+# Every test: vet, unit and crash tests, short fuzzing, real-client e2e.
+test: build unit fuzz e2e
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+# Each fuzz target briefly; FUZZTIME=10m make fuzz for a longer run.
+fuzz:
+	$(GO) test ./dag -run='^$$' -fuzz='^FuzzCanonical$$' -fuzztime=$(FUZZTIME)
+	$(GO) test ./dag -run='^$$' -fuzz='^FuzzParseEvent$$' -fuzztime=$(FUZZTIME)
+	$(GO) test ./stateres -run='^$$' -fuzz='^FuzzResolve$$' -fuzztime=$(FUZZTIME)
+
+e2e: build e2e/node_modules/.installed
+	cd e2e && ENGRAM_BIN=$(CURDIR)/bin/engram node --test --test-concurrency=1 *.test.mjs
+
+e2e/node_modules/.installed: e2e/package.json
+	cd e2e && (npm ci --no-audit --no-fund || npm install --no-audit --no-fund)
+	touch $@
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+clean:
+	rm -rf bin data

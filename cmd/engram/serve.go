@@ -1,0 +1,130 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"engram/api"
+	"engram/dag"
+	"engram/dag/rooms"
+	"engram/log"
+	"engram/projections"
+)
+
+// node is an open server: the log, projections and everything built on them.
+type node struct {
+	cfg   Config
+	log   *log.Log
+	set   *projections.Set
+	store *projections.Store
+}
+
+// openNode opens the log with the projections applied in its commit batches
+// and catches the projections up with it.
+func openNode(cfg Config, logger *slog.Logger) (*node, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	set, err := projections.All()
+	if err != nil {
+		return nil, err
+	}
+	l, err := log.Open(log.Options{Dir: filepath.Join(cfg.DataDir, "db"), Apply: set.Apply})
+	if err != nil {
+		return nil, err
+	}
+	if err := set.CatchUp(l, l.DB()); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("catching projections up: %w", err)
+	}
+	store, err := projections.NewStore(l, l.DB(), cfg.CacheBytes)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	logger.Info("log opened", "dir", cfg.DataDir, "last", l.Last())
+	return &node{cfg: cfg, log: l, set: set, store: store}, nil
+}
+
+func (n *node) close() error {
+	n.store.Close()
+	return n.log.Close()
+}
+
+func newLogger(level string, w io.Writer) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// signingKey loads the server's signing key, generating it on first start.
+func signingKey(path string) (dag.SigningKey, error) {
+	k, err := dag.LoadSigningKey(path)
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return k, err
+	}
+	if k, err = dag.GenerateSigningKey(); err != nil {
+		return k, err
+	}
+	return k, dag.SaveSigningKey(path, k)
+}
+
+func serve(args []string, stderr io.Writer) error {
+	sf := newServeFlags("serve")
+	cfg, err := sf.resolve(args)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg.LogLevel, stderr)
+	n, err := openNode(cfg, logger)
+	if err != nil {
+		return err
+	}
+	key, err := signingKey(cfg.SigningKeyPath)
+	if err != nil {
+		n.close()
+		return fmt.Errorf("signing key: %w", err)
+	}
+	seq := rooms.New(rooms.Config{ServerName: cfg.ServerName, KeyID: key.ID, Key: key.Key}, n.log, n.store)
+	srv := api.New(api.Config{
+		ServerName:               cfg.ServerName,
+		EnableRegistration:       cfg.EnableRegistration,
+		RegistrationSharedSecret: cfg.RegistrationSharedSecret,
+		MaxBodyBytes:             cfg.MaxBodyBytes,
+		PasswordCost:             cfg.PasswordCost,
+		DefaultRoomVersion:       cfg.DefaultRoomVersion,
+	}, n.log, n.store, seq, logger)
+
+	ln, err := net.Listen("tcp", cfg.ClientListen)
+	if err != nil {
+		n.close()
+		return err
+	}
+	logger.Info("engram serving", "server_name", cfg.ServerName, "client", "http://"+ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		logger.Info("shutting down", "signal", s.String())
+	case err := <-errc:
+		logger.Error("listener failed", "err", err)
+	}
+	srv.Shutdown()
+	if err := n.close(); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}

@@ -1,0 +1,356 @@
+// Package rooms is the sequencer: the one place where events join a room's
+// DAG. Per room and in order, it picks prev_events (the forward extremities)
+// and auth_events, builds and signs the event, checks it against the room's
+// current state with the authorization rules, and submits the record to the
+// log. The room's in-memory state moves on at submit time, so the next event
+// can be sequenced while the previous one is still being made durable; the
+// log keeps submit order, and a failed commit makes the whole log read-only,
+// so memory never runs ahead of a log that will not catch up.
+//
+// Callers are answered only once their event is durable.
+package rooms
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"engram/dag"
+	"engram/log"
+	"engram/projections"
+	"engram/stateres"
+)
+
+var (
+	// ErrUnknownRoom: the server does not know the room.
+	ErrUnknownRoom = errors.New("rooms: unknown room")
+	// ErrBadEvent: the event cannot be built (too large, bad content).
+	ErrBadEvent = errors.New("rooms: bad event")
+)
+
+// ForbiddenError is an event the authorization rules refuse.
+type ForbiddenError struct{ Err error }
+
+func (e *ForbiddenError) Error() string { return "rooms: forbidden: " + e.Err.Error() }
+func (e *ForbiddenError) Unwrap() error { return e.Err }
+
+// Config is the server identity events are signed with.
+type Config struct {
+	ServerName string
+	KeyID      string
+	Key        ed25519.PrivateKey
+	// Now returns the time for origin_server_ts; time.Now if nil.
+	Now func() time.Time
+}
+
+// Sequencer sequences events into rooms.
+type Sequencer struct {
+	cfg   Config
+	log   *log.Log
+	store *projections.Store
+
+	mu    sync.Mutex
+	rooms map[string]*room
+}
+
+// New returns a sequencer appending to l and loading rooms from store.
+func New(cfg Config, l *log.Log, store *projections.Store) *Sequencer {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Sequencer{cfg: cfg, log: l, store: store, rooms: map[string]*room{}}
+}
+
+// room is a room's sequencing state: current state and forward extremities,
+// kept in memory while the room is loaded. mu orders the room's events.
+type room struct {
+	mu          sync.Mutex
+	id          string
+	version     *dag.RoomVersion
+	state       map[dag.StateKeyTuple]*dag.Event
+	extremities map[string]int64 // event ID -> depth
+	pendingTxn  map[string]string
+}
+
+// Event is what a client asks to send. Room is empty for the events that
+// follow a create event in CreateRoom (the room ID may derive from it).
+type Event struct {
+	Room     string
+	Sender   string
+	Type     string
+	StateKey *string
+	Content  json.RawMessage
+	Redacts  string
+	// Txn makes the send idempotent: a repeat returns the first event's ID.
+	Txn string
+}
+
+// Result is a sequenced, durable event.
+type Result struct {
+	EventID string
+	Seq     uint64
+}
+
+func (s *Sequencer) now() int64 { return s.cfg.Now().UnixMilli() }
+
+// load returns the room, loading it from the projections on first use.
+func (s *Sequencer) load(id string) (*room, error) {
+	s.mu.Lock()
+	r, ok := s.rooms[id]
+	if !ok {
+		r = &room{id: id}
+		s.rooms[id] = r
+	}
+	s.mu.Unlock()
+	r.mu.Lock()
+	if r.version != nil {
+		return r, nil
+	}
+	if err := s.fill(r); err != nil {
+		r.mu.Unlock()
+		return nil, err
+	}
+	return r, nil
+}
+
+// fill reads a room's state and extremities from the projections. Called
+// with r.mu held.
+func (s *Sequencer) fill(r *room) error {
+	vid, err := s.store.RoomVersion(r.id)
+	if errors.Is(err, projections.ErrNotFound) {
+		return ErrUnknownRoom
+	}
+	if err != nil {
+		return err
+	}
+	ver := dag.Version(vid)
+	if ver == nil {
+		return fmt.Errorf("rooms: room %s has unknown version %q", r.id, vid)
+	}
+	entries, err := s.store.CurrentState(r.id, "")
+	if err != nil {
+		return err
+	}
+	state := make(map[dag.StateKeyTuple]*dag.Event, len(entries))
+	for _, e := range entries {
+		rec, _, err := s.store.Event(e.EventID)
+		if err != nil {
+			return fmt.Errorf("rooms: state event %s: %w", e.EventID, err)
+		}
+		ev, err := dag.ParseEvent(rec.PDU, ver)
+		if err != nil {
+			return fmt.Errorf("rooms: state event %s: %w", e.EventID, err)
+		}
+		state[dag.StateKeyTuple{Type: e.Type, StateKey: e.StateKey}] = ev
+	}
+	ext, err := s.store.Extremities(r.id)
+	if err != nil {
+		return err
+	}
+	r.version, r.state, r.extremities, r.pendingTxn = ver, state, ext, map[string]string{}
+	return nil
+}
+
+// Send sequences one event into an existing room and waits until it is durable.
+func (s *Sequencer) Send(e Event) (Result, error) {
+	r, err := s.load(e.Room)
+	if err != nil {
+		return Result{}, err
+	}
+	if e.Txn != "" {
+		if id, ok := r.pendingTxn[e.Txn]; ok {
+			r.mu.Unlock()
+			return s.waitFor(id)
+		}
+		if id, err := s.store.TxnEvent(e.Txn); err == nil {
+			r.mu.Unlock()
+			return s.waitFor(id)
+		}
+	}
+	ev, rec, err := s.build(r, e)
+	if err != nil {
+		r.mu.Unlock()
+		return Result{}, err
+	}
+	p := s.log.Submit(rec)
+	s.advance(r, ev)
+	if e.Txn != "" {
+		r.pendingTxn[e.Txn] = ev.ID
+	}
+	r.mu.Unlock()
+
+	seq, err := p.Wait()
+	if e.Txn != "" {
+		r.mu.Lock()
+		delete(r.pendingTxn, e.Txn)
+		r.mu.Unlock()
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{EventID: ev.ID, Seq: seq}, nil
+}
+
+// waitFor answers a repeated transaction: once the first send is durable,
+// its event ID.
+func (s *Sequencer) waitFor(id string) (Result, error) {
+	for i := 0; i < 1000; i++ {
+		if seq, _, err := s.store.EventPos(id); err == nil && seq <= s.log.Last() {
+			return Result{EventID: id, Seq: seq}, nil
+		}
+		select {
+		case <-s.log.Changed():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return Result{}, fmt.Errorf("rooms: transaction event %s never became durable", id)
+}
+
+// CreateRoom sequences a new room: events[0] must be its m.room.create; the
+// rest (creator's join, power levels, presets, initial state, invites) follow
+// in order. It returns the room ID once all are durable.
+func (s *Sequencer) CreateRoom(version string, events []Event) (string, error) {
+	ver := dag.Version(version)
+	if ver == nil {
+		return "", fmt.Errorf("%w: unsupported room version %q", ErrBadEvent, version)
+	}
+	if len(events) == 0 || events[0].Type != "m.room.create" {
+		return "", fmt.Errorf("%w: a room starts with m.room.create", ErrBadEvent)
+	}
+	r := &room{version: ver, state: map[dag.StateKeyTuple]*dag.Event{}, extremities: map[string]int64{}, pendingTxn: map[string]string{}}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !ver.RoomIDFromCreate {
+		r.id = s.newRoomID()
+	}
+	var last *log.Pending
+	recs := make([]log.Record, 0, len(events))
+	for i, e := range events {
+		e.Room = r.id
+		ev, rec, err := s.build(r, e)
+		if err != nil {
+			return "", err
+		}
+		if i == 0 {
+			r.id = ev.RoomID
+		}
+		recs = append(recs, rec)
+		s.advance(r, ev)
+	}
+	s.mu.Lock()
+	if _, taken := s.rooms[r.id]; taken {
+		s.mu.Unlock()
+		return "", fmt.Errorf("rooms: room ID %s already exists", r.id)
+	}
+	s.rooms[r.id] = r
+	s.mu.Unlock()
+	last = s.log.Submit(recs...)
+	if _, err := last.Wait(); err != nil {
+		return "", err
+	}
+	return r.id, nil
+}
+
+// build makes, signs and auth-checks the next event of r. Called with r.mu held.
+func (s *Sequencer) build(r *room, e Event) (*dag.Event, log.Record, error) {
+	prev, depth := r.prevEvents()
+	needed := stateres.AuthEventsNeeded(r.version, e.Type, e.StateKey, e.Sender, e.Content)
+	auth := make([]string, 0, len(needed))
+	authState := make(map[dag.StateKeyTuple]*dag.Event, len(needed)+1)
+	for _, k := range needed {
+		if ev, ok := r.state[k]; ok {
+			authState[k] = ev
+			if k.Type == "m.room.create" && r.version.RoomIDFromCreate {
+				continue // v12: implied by the room ID, never listed
+			}
+			auth = append(auth, ev.ID)
+		}
+	}
+	if c, ok := r.state[dag.StateKeyTuple{Type: "m.room.create"}]; ok {
+		authState[c.Key()] = c
+	}
+	p := dag.ProtoEvent{
+		RoomID: r.id, Sender: e.Sender, Type: e.Type, StateKey: e.StateKey, Content: e.Content,
+		PrevEvents: prev, AuthEvents: auth, Depth: depth, OriginServerTS: s.now(), Redacts: e.Redacts,
+	}
+	ev, err := dag.Build(p, r.version, s.cfg.ServerName, s.cfg.KeyID, s.cfg.Key)
+	if err != nil {
+		return nil, log.Record{}, fmt.Errorf("%w: %v", ErrBadEvent, err)
+	}
+	if err := stateres.Allowed(ev, stateres.StateEvents(authState)); err != nil {
+		return nil, log.Record{}, &ForbiddenError{Err: err}
+	}
+	rec := &projections.EventRecord{
+		RoomID: ev.RoomID, EventID: ev.ID, RoomVersion: r.version.ID, Type: ev.Type, StateKey: ev.StateKey,
+		Sender: ev.Sender, Redacts: ev.Redacts, PrevEvents: ev.PrevEvents, Depth: ev.Depth,
+		Status: projections.Accepted, Txn: e.Txn, PDU: ev.Raw,
+	}
+	if ev.Type == "m.room.member" {
+		rec.Membership = membershipOf(ev.Content)
+	}
+	lr, err := projections.Encode(rec)
+	return ev, lr, err
+}
+
+// maxPrevEvents caps how many extremities one event merges.
+const maxPrevEvents = 10
+
+// prevEvents returns the extremities to reference (deepest first, capped) and
+// the new event's depth.
+func (r *room) prevEvents() ([]string, int64) {
+	if len(r.extremities) == 0 {
+		return []string{}, 1
+	}
+	ids := make([]string, 0, len(r.extremities))
+	for id := range r.extremities {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool {
+		di, dj := r.extremities[ids[i]], r.extremities[ids[j]]
+		if di != dj {
+			return di > dj
+		}
+		return ids[i] < ids[j]
+	})
+	if len(ids) > maxPrevEvents {
+		ids = ids[:maxPrevEvents]
+	}
+	var depth int64
+	for _, id := range ids {
+		depth = max(depth, r.extremities[id])
+	}
+	return ids, depth + 1
+}
+
+// advance moves the room's in-memory view past an accepted event.
+func (s *Sequencer) advance(r *room, ev *dag.Event) {
+	for _, p := range ev.PrevEvents {
+		delete(r.extremities, p)
+	}
+	r.extremities[ev.ID] = ev.Depth
+	if ev.IsState() {
+		r.state[ev.Key()] = ev
+	}
+}
+
+// State returns the room's current state event for a key, from memory.
+func (s *Sequencer) State(roomID string, key dag.StateKeyTuple) (*dag.Event, error) {
+	r, err := s.load(roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	return r.state[key], nil
+}
+
+func membershipOf(content json.RawMessage) string {
+	var c struct {
+		Membership string `json:"membership"`
+	}
+	_ = json.Unmarshal(content, &c)
+	return c.Membership
+}

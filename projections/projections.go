@@ -1,0 +1,327 @@
+// Package projections holds engram's materialized views: deterministic folds
+// over the log. Each projection owns the keyspace 'p' ‖ ID and a checkpoint
+// 'c' ‖ ID (the last log position it applied). Live, a projection applies
+// records inside the same Pebble batch as the records themselves (the log's
+// Apply hook), so rows, checkpoint and records become durable together. A
+// projection can be thrown away and rebuilt by replaying the log; Digest
+// proves the rebuild equal.
+//
+// Determinism: Apply depends only on the record and rows written by earlier
+// records. No clock, randomness, network or map iteration order.
+package projections
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cockroachdb/pebble"
+
+	"engram/log"
+)
+
+const (
+	rowPrefix        = 'p'
+	checkpointPrefix = 'c'
+)
+
+// Projection is one view.
+type Projection interface {
+	// ID is the projection's keyspace byte; unique within a Set, never reused.
+	ID() byte
+	// Name is for logs and digests.
+	Name() string
+	// Apply folds one record into the view. v is the record's decoded body
+	// (Decode); projections ignore kinds they do not fold.
+	Apply(tx *Tx, seq uint64, v any) error
+}
+
+// Tx is a projection's view of the batch being built: keys are relative to
+// the projection's keyspace. Reads see earlier writes of the same batch.
+type Tx struct {
+	b    *pebble.Batch
+	id   byte
+	kbuf []byte
+}
+
+func (t *Tx) key(k []byte) []byte {
+	t.kbuf = append(append(t.kbuf[:0], rowPrefix, t.id), k...)
+	return t.kbuf
+}
+
+// Get returns a copy of the value at k, or nil, false.
+func (t *Tx) Get(k []byte) ([]byte, bool, error) {
+	v, closer, err := t.b.Get(t.key(k))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, true, nil
+}
+
+// Set writes k = v. The batch copies both.
+func (t *Tx) Set(k, v []byte) error { return t.b.Set(t.key(k), v, nil) }
+
+// Delete removes k.
+func (t *Tx) Delete(k []byte) error { return t.b.Delete(t.key(k), nil) }
+
+// Set is the group of projections a server runs.
+type Set struct {
+	ps []Projection
+	tx []Tx
+}
+
+// NewSet groups projections; their IDs must be distinct.
+func NewSet(ps ...Projection) (*Set, error) {
+	seen := map[byte]string{}
+	s := &Set{ps: ps, tx: make([]Tx, len(ps))}
+	for i, p := range ps {
+		if other, dup := seen[p.ID()]; dup {
+			return nil, fmt.Errorf("projections: %s and %s share ID %q", other, p.Name(), p.ID())
+		}
+		seen[p.ID()] = p.Name()
+		s.tx[i].id = p.ID()
+	}
+	return s, nil
+}
+
+// Projections returns the members of the set.
+func (s *Set) Projections() []Projection { return s.ps }
+
+// Apply is the log's Apply hook: it folds recs (positions first, first+1, ...)
+// into every projection and advances their checkpoints, all in b. It runs on
+// the log's single committer goroutine, so it needs no locking.
+func (s *Set) Apply(b *pebble.Batch, first uint64, recs []log.Record) error {
+	return s.apply(b, first, recs)
+}
+
+func (s *Set) apply(b *pebble.Batch, first uint64, recs []log.Record) error {
+	for i := range s.tx {
+		s.tx[i].b = b
+	}
+	for i, rec := range recs {
+		seq := first + uint64(i)
+		v, err := Decode(rec)
+		if err != nil {
+			return fmt.Errorf("projections: record %d: %w", seq, err)
+		}
+		if v == nil {
+			continue
+		}
+		for j, p := range s.ps {
+			if err := p.Apply(&s.tx[j], seq, v); err != nil {
+				return fmt.Errorf("projections: %s at %d: %w", p.Name(), seq, err)
+			}
+		}
+	}
+	last := first + uint64(len(recs)) - 1
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], last)
+	for _, p := range s.ps {
+		if err := b.Set([]byte{checkpointPrefix, p.ID()}, v[:], nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Checkpoint returns the last position p has applied in r (0 if none).
+func Checkpoint(r pebble.Reader, id byte) (uint64, error) {
+	v, closer, err := r.Get([]byte{checkpointPrefix, id})
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("projections: checkpoint of %q is %d bytes", id, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// replayBatch bounds how many records one replay batch holds.
+const replayBatch = 2048
+
+// CatchUp applies the records of l that are newer than the oldest checkpoint
+// of the set, writing to db. It is how a new or reset projection is built
+// before the server starts taking writes. Every projection's checkpoint must
+// be equal (a Set is caught up as a whole); a lagging one is rebuilt from 0.
+func (s *Set) CatchUp(l *log.Log, db *pebble.DB) error {
+	from := l.Last() + 1
+	for _, p := range s.ps {
+		cp, err := Checkpoint(db, p.ID())
+		if err != nil {
+			return err
+		}
+		if cp+1 < from {
+			from = cp + 1
+		}
+	}
+	if from > l.Last() {
+		return nil
+	}
+	for _, p := range s.ps {
+		cp, _ := Checkpoint(db, p.ID())
+		if cp+1 != from {
+			// Mixed checkpoints: reset the laggards' keyspaces and replay all.
+			return s.Reset(l, db)
+		}
+	}
+	return s.replay(l, db, from, pebble.NoSync)
+}
+
+// Reset drops every projection's rows and rebuilds them from position 1.
+func (s *Set) Reset(l *log.Log, db *pebble.DB) error {
+	b := db.NewBatch()
+	for _, p := range s.ps {
+		if err := b.DeleteRange([]byte{rowPrefix, p.ID()}, []byte{rowPrefix, p.ID() + 1}, nil); err != nil {
+			return err
+		}
+		if err := b.Delete([]byte{checkpointPrefix, p.ID()}, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	return s.replay(l, db, 1, pebble.NoSync)
+}
+
+// replay folds the log from position from into db, in large unsynced
+// batches; a final sync makes the result durable.
+func (s *Set) replay(l *log.Log, db *pebble.DB, from uint64, opts *pebble.WriteOptions) error {
+	var (
+		recs  []log.Record
+		first = from
+	)
+	flush := func() error {
+		if len(recs) == 0 {
+			return nil
+		}
+		b := db.NewIndexedBatch()
+		if err := s.apply(b, first, recs); err != nil {
+			b.Close()
+			return err
+		}
+		if err := b.Commit(opts); err != nil {
+			return err
+		}
+		first += uint64(len(recs))
+		recs = recs[:0]
+		return nil
+	}
+	err := l.Read(from, func(seq uint64, rec log.Record) error {
+		// rec.Body is only valid during the callback.
+		rec.Body = append([]byte(nil), rec.Body...)
+		recs = append(recs, rec)
+		if len(recs) == replayBatch {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return db.Flush()
+}
+
+// Rebuild replays the whole log into a fresh database at dir (which must not
+// exist or be empty) and returns it; used by `engram replay`.
+func (s *Set) Rebuild(l *log.Log, dir string) (*pebble.DB, error) {
+	// A scratch rebuild needs no WAL (it is flushed once at the end, and
+	// thrown away if interrupted) and wants large memtables.
+	db, err := pebble.Open(dir, &pebble.Options{DisableWAL: true, MemTableSize: 64 << 20})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.replay(l, db, 1, pebble.NoSync); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Digest hashes a projection's rows and checkpoint in r: equal digests mean
+// equal views. Keys and values are length-prefixed so boundaries count.
+func Digest(r pebble.Reader, id byte) ([32]byte, error) {
+	h := sha256.New()
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{rowPrefix, id}, UpperBound: []byte{rowPrefix, id + 1}})
+	if err != nil {
+		return [32]byte{}, err
+	}
+	var n [8]byte
+	for it.First(); it.Valid(); it.Next() {
+		writeLenPrefixed(h, n[:], it.Key())
+		writeLenPrefixed(h, n[:], it.Value())
+	}
+	if err := it.Close(); err != nil {
+		return [32]byte{}, err
+	}
+	cp, err := Checkpoint(r, id)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	binary.BigEndian.PutUint64(n[:], cp)
+	h.Write(n[:])
+	var out [32]byte
+	h.Sum(out[:0])
+	return out, nil
+}
+
+func writeLenPrefixed(w io.Writer, scratch, b []byte) {
+	binary.BigEndian.PutUint64(scratch, uint64(len(b)))
+	w.Write(scratch)
+	w.Write(b)
+}
+
+// Mismatch describes one projection whose rebuilt digest differs.
+type Mismatch struct {
+	Name       string
+	Live, Scan [32]byte
+}
+
+// Compare returns the projections whose rows differ between a and b.
+func (s *Set) Compare(a, b pebble.Reader) ([]Mismatch, error) {
+	var out []Mismatch
+	for _, p := range s.ps {
+		da, err := Digest(a, p.ID())
+		if err != nil {
+			return nil, err
+		}
+		db, err := Digest(b, p.ID())
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(da[:], db[:]) {
+			out = append(out, Mismatch{Name: p.Name(), Live: da, Scan: db})
+		}
+	}
+	return out, nil
+}
+
+// scanKeys returns copies of the projection-relative keys under prefix, as the
+// batch (and the database beneath it) holds them.
+func (t *Tx) scanKeys(prefix []byte) ([][]byte, error) {
+	lo := append([]byte{rowPrefix, t.id}, prefix...)
+	it, err := t.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	for it.First(); it.Valid(); it.Next() {
+		out = append(out, append([]byte(nil), it.Key()[2:]...))
+	}
+	return out, it.Close()
+}

@@ -1,0 +1,235 @@
+package projections
+
+import (
+	"encoding/binary"
+)
+
+// Room views. Every one folds KindEvent only.
+
+// stateChanges is what an event record changes in its room's current state:
+// the resolved entries when the sequencer resolved a fork, otherwise the
+// event itself if it is an accepted state event.
+func stateChanges(r *EventRecord) []StateEntry {
+	if r.Status != Accepted {
+		return nil
+	}
+	if r.State != nil {
+		return r.State
+	}
+	if r.StateKey == nil {
+		return nil
+	}
+	return []StateEntry{{Type: r.Type, StateKey: *r.StateKey, EventID: r.EventID, Membership: r.Membership}}
+}
+
+// Events indexes every event the server holds, whatever its status, and the
+// client transactions that produced local ones:
+//
+//	'e' ‖ eventID            -> seq u64 ‖ status u8
+//	'x' ‖ user\0device\0txn  -> eventID
+//	'v' ‖ roomID             -> room version (from the create event)
+type Events struct{}
+
+func (Events) ID() byte     { return 'e' }
+func (Events) Name() string { return "events" }
+
+func eventKey(id string) []byte     { return append([]byte{'e'}, id...) }
+func txnKey(txn string) []byte      { return append([]byte{'x'}, txn...) }
+func versionKey(room string) []byte { return append([]byte{'v'}, room...) }
+
+func (Events) Apply(tx *Tx, seq uint64, v any) error {
+	r, ok := v.(*EventRecord)
+	if !ok {
+		return nil
+	}
+	if err := tx.Set(eventKey(r.EventID), append(appendU64(nil, seq), byte(r.Status))); err != nil {
+		return err
+	}
+	if r.Txn != "" {
+		if err := tx.Set(txnKey(r.Txn), []byte(r.EventID)); err != nil {
+			return err
+		}
+	}
+	if r.Type == "m.room.create" && r.StateKey != nil && *r.StateKey == "" && r.Status == Accepted {
+		return tx.Set(versionKey(r.RoomID), []byte(r.RoomVersion))
+	}
+	return nil
+}
+
+// State is each room's current state:
+//
+//	's' ‖ str(roomID) ‖ str(type) ‖ stateKey -> eventID
+type State struct{}
+
+func (State) ID() byte     { return 's' }
+func (State) Name() string { return "state" }
+
+func stateKey(room, typ, sk string) []byte {
+	return append(appendStr(appendStr([]byte{'s'}, room), typ), sk...)
+}
+
+func (State) Apply(tx *Tx, _ uint64, v any) error {
+	r, ok := v.(*EventRecord)
+	if !ok {
+		return nil
+	}
+	for _, c := range stateChanges(r) {
+		k := stateKey(r.RoomID, c.Type, c.StateKey)
+		var err error
+		if c.EventID == "" {
+			err = tx.Delete(k)
+		} else {
+			err = tx.Set(k, []byte(c.EventID))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Membership codes, as stored.
+const (
+	MemberJoin   byte = 1
+	MemberInvite byte = 2
+	MemberLeave  byte = 3
+	MemberBan    byte = 4
+	MemberKnock  byte = 5
+)
+
+// MembershipCode maps a membership string to its code (0 if unknown).
+func MembershipCode(m string) byte {
+	switch m {
+	case "join":
+		return MemberJoin
+	case "invite":
+		return MemberInvite
+	case "leave":
+		return MemberLeave
+	case "ban":
+		return MemberBan
+	case "knock":
+		return MemberKnock
+	}
+	return 0
+}
+
+// MembershipName is the inverse of MembershipCode.
+func MembershipName(c byte) string {
+	switch c {
+	case MemberJoin:
+		return "join"
+	case MemberInvite:
+		return "invite"
+	case MemberLeave:
+		return "leave"
+	case MemberBan:
+		return "ban"
+	case MemberKnock:
+		return "knock"
+	}
+	return ""
+}
+
+// Membership indexes current memberships both ways, in one batch:
+//
+//	'r' ‖ str(roomID) ‖ userID -> code u8 ‖ seq u64 ‖ eventID
+//	'u' ‖ str(userID) ‖ roomID -> code u8 ‖ seq u64
+//
+// seq is the position of the record that made the membership current, which
+// is what /sync compares tokens with.
+type Membership struct{}
+
+func (Membership) ID() byte     { return 'm' }
+func (Membership) Name() string { return "membership" }
+
+func roomMemberKey(room, user string) []byte { return append(appendStr([]byte{'r'}, room), user...) }
+func userRoomKey(user, room string) []byte   { return append(appendStr([]byte{'u'}, user), room...) }
+
+func (Membership) Apply(tx *Tx, seq uint64, v any) error {
+	r, ok := v.(*EventRecord)
+	if !ok {
+		return nil
+	}
+	for _, c := range stateChanges(r) {
+		if c.Type != "m.room.member" {
+			continue
+		}
+		code := MembershipCode(c.Membership)
+		if c.EventID == "" || code == 0 {
+			if err := tx.Delete(roomMemberKey(r.RoomID, c.StateKey)); err != nil {
+				return err
+			}
+			if err := tx.Delete(userRoomKey(c.StateKey, r.RoomID)); err != nil {
+				return err
+			}
+			continue
+		}
+		val := appendU64([]byte{code}, seq)
+		if err := tx.Set(userRoomKey(c.StateKey, r.RoomID), val); err != nil {
+			return err
+		}
+		if err := tx.Set(roomMemberKey(r.RoomID, c.StateKey), append(val, c.EventID...)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Timeline orders each room's accepted events by log position, and keeps the
+// stream of room activity that incremental /sync scans:
+//
+//	't' ‖ str(roomID) ‖ seq u64 -> ∅
+//	'c' ‖ seq u64               -> roomID
+type Timeline struct{}
+
+func (Timeline) ID() byte     { return 't' }
+func (Timeline) Name() string { return "timeline" }
+
+func timelineKey(room string, seq uint64) []byte {
+	return appendU64(appendStr([]byte{'t'}, room), seq)
+}
+
+func changeKey(seq uint64) []byte { return appendU64([]byte{'c'}, seq) }
+
+func (Timeline) Apply(tx *Tx, seq uint64, v any) error {
+	r, ok := v.(*EventRecord)
+	if !ok || r.Status != Accepted {
+		return nil
+	}
+	if err := tx.Set(timelineKey(r.RoomID, seq), nil); err != nil {
+		return err
+	}
+	return tx.Set(changeKey(seq), []byte(r.RoomID))
+}
+
+// Extremities tracks each room's forward extremities: accepted events no
+// other accepted event names in prev_events.
+//
+//	'f' ‖ str(roomID) ‖ eventID -> depth u64
+type Extremities struct{}
+
+func (Extremities) ID() byte     { return 'f' }
+func (Extremities) Name() string { return "extremities" }
+
+func extremityKey(room, id string) []byte { return append(appendStr([]byte{'f'}, room), id...) }
+
+func (Extremities) Apply(tx *Tx, _ uint64, v any) error {
+	r, ok := v.(*EventRecord)
+	if !ok || r.Status != Accepted {
+		return nil
+	}
+	for _, p := range r.PrevEvents {
+		if err := tx.Delete(extremityKey(r.RoomID, p)); err != nil {
+			return err
+		}
+	}
+	var d [8]byte
+	binary.BigEndian.PutUint64(d[:], uint64(r.Depth))
+	return tx.Set(extremityKey(r.RoomID, r.EventID), d[:])
+}
+
+// All returns the server's projection set.
+func All() (*Set, error) {
+	return NewSet(Accounts{}, Devices{}, Events{}, State{}, Membership{}, Timeline{}, Extremities{}, UserData{})
+}
