@@ -40,6 +40,8 @@ func (s *Server) routes() {
 	rt.client("GET", "/rooms/{roomId}/messages", authed, s.messages)
 	rt.client("GET", "/joined_rooms", authed, s.joinedRooms)
 	rt.client("GET", "/sync", authed, s.sync)
+	rt.client("GET", "/capabilities", authed, s.capabilities)
+	rt.client("GET", "/pushrules/", authed, s.pushRules)
 }
 
 const rootHTML = `<!doctype html>

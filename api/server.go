@@ -74,6 +74,7 @@ func New(cfg Config, l *log.Log, store *projections.Store, seq *rooms.Sequencer,
 			writeError(ctx, merr(400, "M_UNKNOWN", "Malformed request"))
 		},
 		NoDefaultServerHeader: true,
+		Logger:                fasthttpLogger{logger},
 		CloseOnShutdown:       true,
 	}
 	return s
@@ -228,4 +229,12 @@ func (r *Req) jsonStatus(status int, v any) error {
 	}
 	r.raw(status, b)
 	return nil
+}
+
+// fasthttpLogger sends fasthttp's own messages (malformed requests, closed
+// connections) to the structured log at debug level: they are client faults.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug(fmt.Sprintf(format, args...))
 }

@@ -340,8 +340,23 @@ func sameJSON(a, b any) bool {
 }
 
 // messageEventJSON is a typical m.room.message PDU as another server sends
-// it: canonical, ~600 bytes, signed.
-var messageEventJSON = []byte(`{"auth_events":["$Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg","$UB3Vd8oK1prbm7aBvwgpKeCZgzbnWwb8mqbX3fOQOKg","$MjsE8HfVt3jOdVNEwrVvRUHoc7W8cGzkIPsgx5Xvv3Y"],"content":{"body":"Hello there! Has anyone tried the new build yet? It seems a lot faster.","format":"org.matrix.custom.html","formatted_body":"<p>Hello there! Has anyone tried the <b>new build</b> yet?</p>","m.mentions":{},"msgtype":"m.text"},"depth":1234,"hashes":{"sha256":"2m0Yz0ZAcDdJaLrdK3h1ZgNPmnqsxP5uxKGMcPQGMTk"},"origin_server_ts":1718040000000,"prev_events":["$yEvX4xRQzmj7NTkKX6AoGZWUS8PT8WBCwGEqGcp6DGE"],"room_id":"!Nhcu5BS-UMnFX7hBVfVSoXiD7OgH6iRT-xyIuqDnpYQ","sender":"@alice:example.org","signatures":{"example.org":{"ed25519:a_XyZw":"oJcg1JlnR3W1dAVN+2sHYqQ6uIlkZ4V7mSBHXnP0wfGgl/nJ7KcK8xsDQz5+bJ/VcRpdnCOKz3rmd0EfZyKtAg"}},"type":"m.room.message","unsigned":{"age":4612}}`)
+// it: canonical, signed (by the spec test key as example.org, ed25519:1),
+// with unsigned data added in transit. It is benchProto built in v12.
+var messageEventJSON = []byte(`{"auth_events":["$UB3Vd8oK1prbm7aBvwgpKeCZgzbnWwb8mqbX3fOQOKg","$MjsE8HfVt3jOdVNEwrVvRUHoc7W8cGzkIPsgx5Xvv3Y"],"content":{"body":"Hello there! Has anyone tried the new build yet? It seems a lot faster.","format":"org.matrix.custom.html","formatted_body":"<p>Hello there! Has anyone tried the <b>new build</b> yet?</p>","m.mentions":{},"msgtype":"m.text"},"depth":1234,"hashes":{"sha256":"dgMs1kz0Z3+fxzOOG9NtkzVyCBS7yyYo/3FsctzXoc8"},"origin_server_ts":1718040000000,"prev_events":["$yEvX4xRQzmj7NTkKX6AoGZWUS8PT8WBCwGEqGcp6DGE"],"room_id":"!Nhcu5BS-UMnFX7hBVfVSoXiD7OgH6iRT-xyIuqDnpYQ","sender":"@alice:example.org","signatures":{"example.org":{"ed25519:1":"sC6+VVQojMZifHEs0aQ/O9iY6soSh9/eMhuMWbBgdurdTOXkfwtifPI9X3SIlGSeZIQQJN3XhDcwgO+CsIdWDA"}},"type":"m.room.message","unsigned":{"age":4612}}`)
+
+func TestMessageEventFixture(t *testing.T) {
+	ev, err := ParseEvent(messageEventJSON, &RoomV12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.CheckContentHash(); err != nil {
+		t.Error(err)
+	}
+	k := specKey(t)
+	if err := ev.VerifySignature("example.org", k.ID, k.Public()); err != nil {
+		t.Error(err)
+	}
+}
 
 func BenchmarkCanonicalMessageEvent(b *testing.B) {
 	dst := make([]byte, 0, 2048)

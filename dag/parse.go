@@ -91,6 +91,7 @@ func fillEvent(ev *Event, view []byte, ver *RoomVersion) error {
 		hasType, hasSender, hasRoom, hasContent, hasDepth, hasTS bool
 		hasHashes, hasSigs, hasPrev, hasAuth, hasEventID         bool
 		eventID                                                  string
+		content                                                  []byte
 	)
 	for _, m := range ms {
 		v := m.val
@@ -105,7 +106,8 @@ func fillEvent(ev *Event, view []byte, ver *RoomVersion) error {
 			if v[0] != '{' {
 				return badEvent("content must be an object")
 			}
-			ev.Content = json.RawMessage(v[:len(v):len(v)])
+			content = v
+			ev.Content = json.RawMessage(v[:len(v):len(v)]) // capped: appending must not write into the event
 		case "depth":
 			hasDepth = true
 			if ev.Depth, err = parseInt("depth", v); err != nil {
@@ -227,7 +229,7 @@ func fillEvent(ev *Event, view []byte, ver *RoomVersion) error {
 		return badEvent(fmt.Sprintf("room_id %q has no domain (room version %s)", ev.RoomID, ver.ID))
 	}
 	if ver.CreatorIsSender && ev.Type == "m.room.redaction" {
-		if r := getMember(ev.Content, "redacts"); r != nil {
+		if r := getMember(content, "redacts"); r != nil {
 			if ev.Redacts, err = p.id("content.redacts", r, '$'); err != nil {
 				return err
 			}
@@ -288,11 +290,12 @@ func (p *fieldParser) string(v []byte) (string, bool) {
 	if bytes.IndexByte(body, '\\') >= 0 {
 		return decodeBody(body), true
 	}
-	off := p.base - cap(body)
-	if off < 0 || off+len(body) > len(p.str) {
-		return string(body), true // not from view (cannot happen)
+	// body is a subslice of view, so its capacity tells where it starts;
+	// the comparison guards against a slice that is not (no allocation).
+	if off := p.base - cap(body); off >= 0 && off+len(body) <= len(p.str) && p.str[off:off+len(body)] == string(body) {
+		return p.str[off : off+len(body)], true
 	}
-	return p.str[off : off+len(body)], true
+	return string(body), true
 }
 
 // id parses an identifier: a string starting with sigil, at most MaxIDLength

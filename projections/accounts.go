@@ -22,6 +22,9 @@ func (Accounts) Name() string { return "accounts" }
 
 func accountKey(user string) []byte { return append([]byte{'u'}, user...) }
 
+// NeedsRead: a password change reads the account row.
+func (Accounts) NeedsRead(v any) bool { _, ok := v.(*PasswordRecord); return ok }
+
 func (Accounts) Apply(tx *Tx, _ uint64, v any) error {
 	switch r := v.(type) {
 	case *AccountRecord:
@@ -69,6 +72,15 @@ func tokenKey(hash []byte) []byte { return append([]byte{'t'}, hash...) }
 
 func deviceKey(user, device string) []byte {
 	return append(appendStr([]byte{'d'}, user), device...)
+}
+
+// NeedsRead: logins and logouts read device rows to revoke old tokens.
+func (Devices) NeedsRead(v any) bool {
+	switch v.(type) {
+	case *LoginRecord, *LogoutRecord:
+		return true
+	}
+	return false
 }
 
 func (d Devices) Apply(tx *Tx, _ uint64, v any) error {

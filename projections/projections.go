@@ -40,9 +40,13 @@ type Projection interface {
 }
 
 // Tx is a projection's view of the batch being built: keys are relative to
-// the projection's keyspace. Reads see earlier writes of the same batch.
+// the projection's keyspace. Reads see earlier writes of the same batch (r
+// is the indexed batch itself, or, in replay, the database after the batch
+// was cut). A projection that reads rows to apply a record must say so by
+// implementing NeedsRead(v any) bool.
 type Tx struct {
 	b    *pebble.Batch
+	r    pebble.Reader
 	id   byte
 	kbuf []byte
 }
@@ -54,7 +58,7 @@ func (t *Tx) key(k []byte) []byte {
 
 // Get returns a copy of the value at k, or nil, false.
 func (t *Tx) Get(k []byte) ([]byte, bool, error) {
-	v, closer, err := t.b.Get(t.key(k))
+	v, closer, err := t.r.Get(t.key(k))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
 	}
@@ -103,9 +107,7 @@ func (s *Set) Apply(b *pebble.Batch, first uint64, recs []log.Record) error {
 }
 
 func (s *Set) apply(b *pebble.Batch, first uint64, recs []log.Record) error {
-	for i := range s.tx {
-		s.tx[i].b = b
-	}
+	tx := s.txs(b, b)
 	for i, rec := range recs {
 		seq := first + uint64(i)
 		v, err := Decode(rec)
@@ -115,13 +117,42 @@ func (s *Set) apply(b *pebble.Batch, first uint64, recs []log.Record) error {
 		if v == nil {
 			continue
 		}
-		for j, p := range s.ps {
-			if err := p.Apply(&s.tx[j], seq, v); err != nil {
-				return fmt.Errorf("projections: %s at %d: %w", p.Name(), seq, err)
-			}
+		if err := s.applyOne(tx, seq, v); err != nil {
+			return err
 		}
 	}
-	last := first + uint64(len(recs)) - 1
+	return s.checkpoint(b, first+uint64(len(recs))-1)
+}
+
+// txs points the set's transactions at batch b, reading through r.
+func (s *Set) txs(b *pebble.Batch, r pebble.Reader) []Tx {
+	for i := range s.tx {
+		s.tx[i].b, s.tx[i].r = b, r
+	}
+	return s.tx
+}
+
+func (s *Set) applyOne(tx []Tx, seq uint64, v any) error {
+	for j, p := range s.ps {
+		if err := p.Apply(&tx[j], seq, v); err != nil {
+			return fmt.Errorf("projections: %s at %d: %w", p.Name(), seq, err)
+		}
+	}
+	return nil
+}
+
+// needsRead reports whether some projection reads rows to apply v.
+func (s *Set) needsRead(v any) bool {
+	for _, p := range s.ps {
+		if r, ok := p.(interface{ NeedsRead(any) bool }); ok && r.NeedsRead(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkpoint records last as every projection's applied position in b.
+func (s *Set) checkpoint(b *pebble.Batch, last uint64) error {
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], last)
 	for _, p := range s.ps {
@@ -149,7 +180,7 @@ func Checkpoint(r pebble.Reader, id byte) (uint64, error) {
 }
 
 // replayBatch bounds how many records one replay batch holds.
-const replayBatch = 2048
+const replayBatch = 4096
 
 // CatchUp applies the records of l that are newer than the oldest checkpoint
 // of the set, writing to db. It is how a new or reset projection is built
@@ -196,46 +227,123 @@ func (s *Set) Reset(l *log.Log, db *pebble.DB) error {
 	return s.replay(l, db, 1, pebble.NoSync)
 }
 
-// replay folds the log from position from into db, in large unsynced
-// batches; a final sync makes the result durable.
+// replay folds the log from position from into db. It is a pipeline of
+// three goroutines (read and decode; apply into a batch; commit), so on two
+// cores decoding overlaps with memtable inserts. Replay batches are plain
+// (not indexed): rows are only read by records that need it (NeedsRead),
+// and the batch is cut before such a record so its reads go to db, which
+// then holds everything before it.
 func (s *Set) replay(l *log.Log, db *pebble.DB, from uint64, opts *pebble.WriteOptions) error {
-	var (
-		recs  []log.Record
-		first = from
-	)
-	flush := func() error {
-		if len(recs) == 0 {
+	type decoded struct {
+		seq uint64
+		v   any
+	}
+	chunks := make(chan []decoded, 4)
+	readErr := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		defer close(chunks)
+		chunk := make([]decoded, 0, replayBatch)
+		err := l.Read(from, func(seq uint64, rec log.Record) error {
+			v, err := Decode(rec)
+			if err != nil {
+				return fmt.Errorf("projections: record %d: %w", seq, err)
+			}
+			chunk = append(chunk, decoded{seq, v})
+			if len(chunk) == replayBatch {
+				select {
+				case chunks <- chunk:
+				case <-stop:
+					return errStopped
+				}
+				chunk = make([]decoded, 0, replayBatch)
+			}
 			return nil
+		})
+		if err == nil && len(chunk) > 0 {
+			chunks <- chunk
 		}
-		b := db.NewIndexedBatch()
-		if err := s.apply(b, first, recs); err != nil {
+		readErr <- err
+	}()
+
+	commits := make(chan *pebble.Batch, 2)
+	commitErr := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range commits {
+			if err == nil {
+				err = b.Commit(opts)
+			}
 			b.Close()
-			return err
 		}
-		if err := b.Commit(opts); err != nil {
-			return err
-		}
-		first += uint64(len(recs))
-		recs = recs[:0]
-		return nil
-	}
-	err := l.Read(from, func(seq uint64, rec log.Record) error {
-		// rec.Body is only valid during the callback.
-		rec.Body = append([]byte(nil), rec.Body...)
-		recs = append(recs, rec)
-		if len(recs) == replayBatch {
-			return flush()
-		}
-		return nil
-	})
-	if err != nil {
+		commitErr <- err
+	}()
+	// barrier waits until every batch handed to the committer is applied.
+	barrier := func() error {
+		close(commits)
+		err := <-commitErr
+		commits = make(chan *pebble.Batch, 2)
+		go func() {
+			var err error
+			for b := range commits {
+				if err == nil {
+					err = b.Commit(opts)
+				}
+				b.Close()
+			}
+			commitErr <- err
+		}()
 		return err
 	}
-	if err := flush(); err != nil {
+
+	var applyErr error
+	for chunk := range chunks {
+		if applyErr != nil {
+			continue
+		}
+		b := db.NewBatch()
+		tx := s.txs(b, db)
+		last := uint64(0)
+		for _, d := range chunk {
+			if d.v != nil && s.needsRead(d.v) && b.Count() > 0 {
+				s.checkpoint(b, last)
+				commits <- b
+				if applyErr = barrier(); applyErr != nil {
+					break
+				}
+				b = db.NewBatch()
+				tx = s.txs(b, db)
+			}
+			if d.v != nil {
+				if applyErr = s.applyOne(tx, d.seq, d.v); applyErr != nil {
+					break
+				}
+			}
+			last = d.seq
+		}
+		if applyErr != nil {
+			b.Close()
+			close(stop)
+			continue
+		}
+		s.checkpoint(b, last)
+		commits <- b
+	}
+	close(commits)
+	cerr := <-commitErr
+	if err := <-readErr; err != nil && err != errStopped {
 		return err
+	}
+	if applyErr != nil {
+		return applyErr
+	}
+	if cerr != nil {
+		return cerr
 	}
 	return db.Flush()
 }
+
+var errStopped = errors.New("projections: replay stopped")
 
 // Rebuild replays the whole log into a fresh database at dir (which must not
 // exist or be empty) and returns it; used by `engram replay`.
@@ -315,7 +423,7 @@ func (s *Set) Compare(a, b pebble.Reader) ([]Mismatch, error) {
 // batch (and the database beneath it) holds them.
 func (t *Tx) scanKeys(prefix []byte) ([][]byte, error) {
 	lo := append([]byte{rowPrefix, t.id}, prefix...)
-	it, err := t.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	it, err := t.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
 		return nil, err
 	}
