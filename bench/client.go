@@ -257,8 +257,8 @@ type registerAnswer struct {
 }
 
 // registerOpen registers through POST /register, following the
-// user-interactive authentication flow: "the client should first make a
-// request with no auth parameter. The homeserver returns an HTTP 401
+// user-interactive authentication flow: "A client should first make a
+// request with no `auth` parameter. The homeserver returns an HTTP 401
 // response, with a JSON body" holding a session and the flows; the client
 // then retries with an auth dict naming a stage. m.login.dummy completes
 // a flow made of only that stage; m.login.registration_token is also
@@ -395,8 +395,8 @@ func (s *server) registered(ans registerAnswer, username string) (*user, error) 
 
 func (u *user) createRoom(ctx context.Context, name string) (string, error) {
 	body := map[string]any{
-		// "public_chat: join_rules is set to public", so the other bench
-		// users can join without invites.
+		// The public_chat preset gives join_rules public, so the other
+		// bench users can join without invites.
 		"preset":     "public_chat",
 		"name":       name,
 		"visibility": "private", // keep bench rooms out of the public directory
@@ -429,8 +429,8 @@ func (u *user) join(ctx context.Context, roomID string, via ...string) error {
 }
 
 // sendMessage PUTs one m.room.message. The transaction ID makes retries
-// idempotent: "the transaction ID ... will be used by the server to ensure
-// idempotency of requests".
+// safe: it is "unique across requests with the same access token; it will
+// be used by the server to ensure idempotency of requests".
 func (u *user) sendMessage(ctx context.Context, roomID, txnID string, content any) (string, error) {
 	var ans struct {
 		EventID string `json:"event_id"`

@@ -243,8 +243,12 @@ func (r *runner) measureDelivery(ctx context.Context, plan deliveryPlan) error {
 
 	base := time.Now()
 	lctx, lcancel := context.WithCancel(ctx)
-	defer lcancel()
 	var lwg sync.WaitGroup
+	// However the phase ends, no listener outlives it.
+	defer func() {
+		lcancel()
+		lwg.Wait()
+	}()
 	for _, l := range plan.listeners {
 		lwg.Add(1)
 		go func() {

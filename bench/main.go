@@ -276,10 +276,16 @@ scenarios (defaults in parentheses):
 		fmt.Fprintf(&b, "  %-13s %s\n", s.name, s.summary)
 		var parts []string
 		for _, name := range s.params {
-			if v, ok := p[name]; ok && name != "sync-timeout" && name != "grace" {
-				parts = append(parts, fmt.Sprintf("--%s (%s)", name, formatNum(v)))
-			} else if name == "lazy-load" || name == "hs2" || name == "shared-secret2" {
+			v, ok := p[name]
+			switch {
+			case !ok || name == "sync-timeout" || name == "grace":
 				parts = append(parts, "--"+name)
+			case v == 0 && name == "concurrency":
+				parts = append(parts, "--"+name+" (all)")
+			case v == 0 && name == "rate":
+				parts = append(parts, "--"+name+" (max)")
+			default:
+				parts = append(parts, fmt.Sprintf("--%s (%s)", name, formatNum(v)))
 			}
 		}
 		fmt.Fprintf(&b, "  %-13s %s\n", "", strings.Join(parts, " "))

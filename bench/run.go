@@ -27,8 +27,10 @@ type runner struct {
 // Run executes cfg.Scenario against cfg.HS and returns its result. The
 // setup phase (registration, room creation, joins) is timed separately and
 // never counted as measurement. An error means the run could not produce a
-// meaningful result (server unreachable, setup failed, ctx ended); failures
-// inside the measured phase are counted in Result.Counts instead.
+// meaningful result (bad config, server unreachable, setup failed, ctx
+// ended); the Result returned with it is then partial or nil. Failures
+// inside the measured phase are not errors: they are counted in
+// Result.Counts, which is what a test should check.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg = Defaults(cfg)
 	if err := cfg.Validate(); err != nil {

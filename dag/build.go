@@ -118,8 +118,12 @@ func encodeProto(dst []byte, p *ProtoEvent, ver *RoomVersion, origin string) ([]
 
 	content := []byte("{}")
 	if len(p.Content) > 0 {
+		cb := getBuf()
+		defer putBuf(cb)
 		var err error
-		if content, err = Canonical(nil, p.Content, ver.StrictCanonicalJSON); err != nil {
+		content, err = Canonical((*cb)[:0], p.Content, ver.StrictCanonicalJSON)
+		*cb = content
+		if err != nil {
 			return dst, err
 		}
 		if content[0] != '{' {

@@ -306,3 +306,42 @@ func BenchmarkCheckContentHash(b *testing.B) {
 		}
 	}
 }
+
+// TestConcurrentUse runs the pooled paths from several goroutines; run with
+// -race to check that pooled buffers are never shared.
+func TestConcurrentUse(t *testing.T) {
+	k := specKey(t)
+	done := make(chan error, 4)
+	for g := 0; g < 4; g++ {
+		go func(g int) {
+			for i := 0; i < 50; i++ {
+				p := benchProto()
+				p.Depth = int64(g*1000 + i)
+				ev, err := Build(p, &RoomV12, "example.org", k.ID, k.Key)
+				if err != nil {
+					done <- err
+					return
+				}
+				parsed, err := ParseEvent(ev.Raw, &RoomV12)
+				if err != nil {
+					done <- err
+					return
+				}
+				if parsed.ID != ev.ID || parsed.Depth != p.Depth {
+					done <- errors.New("concurrent parse gave a different event")
+					return
+				}
+				if err := VerifyEvent(ev.Raw, &RoomV12, "example.org", k.ID, k.Public()); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}(g)
+	}
+	for g := 0; g < 4; g++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

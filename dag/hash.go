@@ -90,19 +90,19 @@ func checkContentHashCanonical(canon []byte) error {
 	if hashes == nil {
 		return fmt.Errorf("%w: event has no hashes", ErrBadHash)
 	}
-	enc, ok := unquote(getMember(hashes, "sha256"))
-	if !ok {
+	enc := getMember(hashes, "sha256")
+	if len(enc) == 0 || enc[0] != '"' {
 		return fmt.Errorf("%w: hashes.sha256 is missing or not a string", ErrBadHash)
 	}
-	want, err := decodeBase64(enc)
-	if err != nil || len(want) != sha256.Size {
+	var want [sha256.Size]byte
+	if !decodeBase64Value(want[:], enc) {
 		return fmt.Errorf("%w: hashes.sha256 is not base64 of 32 bytes", ErrBadHash)
 	}
 	got, err := contentHashCanonical(canon)
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(got[:], want) {
+	if got != want {
 		return fmt.Errorf("%w: hashes.sha256 is %s, computed %s", ErrBadHash, enc, base64.RawStdEncoding.EncodeToString(got[:]))
 	}
 	return nil
@@ -186,6 +186,20 @@ func hashToID(sigil byte, sum [sha256.Size]byte, ver *RoomVersion) string {
 // as the sigil instead of $" (appendices, "Room IDs").
 func RoomIDFromCreateEventID(eventID string) string {
 	return "!" + strings.TrimPrefix(eventID, "$")
+}
+
+// decodeBase64Value decodes a canonical JSON string holding base64 of
+// exactly len(out) bytes into out, without allocating. Padding is optional.
+func decodeBase64Value(out, v []byte) bool {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return false
+	}
+	body := bytes.TrimRight(v[1:len(v)-1], "=")
+	if base64.RawStdEncoding.DecodedLen(len(body)) != len(out) {
+		return false
+	}
+	n, err := base64.RawStdEncoding.Decode(out, body)
+	return err == nil && n == len(out)
 }
 
 // decodeBase64 accepts standard base64 with or without padding: "When

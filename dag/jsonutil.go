@@ -122,7 +122,7 @@ func getMember(obj []byte, key string) []byte {
 		return nil
 	}
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		if string(k) == key {
+		if string(k) == key || bytes.IndexByte(k, '\\') >= 0 && decodeBody(k) == key {
 			return v
 		}
 	}

@@ -98,7 +98,7 @@ func fillEvent(ev *Event, view []byte, ver *RoomVersion) error {
 		switch string(m.key) {
 		case "auth_events":
 			hasAuth = true
-			if ev.AuthEvents, err = p.refs("auth_events", v, ver, MaxAuthEvents); err != nil {
+			if ev.AuthEvents, err = p.refs("auth_events", "auth_events entry", v, ver, MaxAuthEvents); err != nil {
 				return err
 			}
 		case "content":
@@ -131,7 +131,7 @@ func fillEvent(ev *Event, view []byte, ver *RoomVersion) error {
 			if v[0] != '{' {
 				return badEvent("hashes must be an object")
 			}
-			if _, ok := unquote(getMember(v, "sha256")); !ok {
+			if h := getMember(v, "sha256"); len(h) == 0 || h[0] != '"' {
 				return badEvent("hashes.sha256 is missing or not a string")
 			}
 		case "origin":
@@ -143,7 +143,7 @@ func fillEvent(ev *Event, view []byte, ver *RoomVersion) error {
 			}
 		case "prev_events":
 			hasPrev = true
-			if ev.PrevEvents, err = p.refs("prev_events", v, ver, MaxPrevEvents); err != nil {
+			if ev.PrevEvents, err = p.refs("prev_events", "prev_events entry", v, ver, MaxPrevEvents); err != nil {
 				return err
 			}
 		case "redacts":
@@ -316,7 +316,7 @@ func (p *fieldParser) id(key string, v []byte, sigil byte) (string, error) {
 
 // refs parses prev_events or auth_events: event ID strings, or for
 // EventIDFormat 1 [event_id, {hashes}] pairs.
-func (p *fieldParser) refs(key string, v []byte, ver *RoomVersion, limit int) ([]string, error) {
+func (p *fieldParser) refs(key, entry string, v []byte, ver *RoomVersion, limit int) ([]string, error) {
 	it, ok := iterArray(v)
 	if !ok {
 		return nil, badEvent(key + " must be an array")
@@ -344,7 +344,7 @@ func (p *fieldParser) refs(key string, v []byte, ver *RoomVersion, limit int) ([
 			}
 			e = idv
 		}
-		id, err := p.id(key+" entry", e, '$')
+		id, err := p.id(entry, e, '$')
 		if err != nil {
 			return nil, err
 		}

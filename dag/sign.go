@@ -14,12 +14,13 @@ import (
 // result, unsigned included, is returned as canonical JSON. keyID is the full
 // signing key identifier, e.g. "ed25519:a_bcde".
 //
-// Objects are encoded strictly: we only create signatures over JSON every
-// implementation agrees on.
+// Canonicalisation is lenient, like VerifyJSON's, so that objects carrying
+// events of room versions 1-5 (federation request bodies, for instance) can
+// be signed; for strict-valid input both modes give the same bytes.
 func SignJSON(raw []byte, serverName, keyID string, key ed25519.PrivateKey) ([]byte, error) {
 	buf := getBuf()
 	defer putBuf(buf)
-	canon, err := Canonical((*buf)[:0], raw, true)
+	canon, err := Canonical((*buf)[:0], raw, false)
 	*buf = canon
 	if err != nil {
 		return nil, err
@@ -76,11 +77,16 @@ func mergeSignature(full []byte, serverName, keyID string, sig []byte) ([]byte, 
 	v := append(vb[:0], '"')
 	v = base64.RawStdEncoding.AppendEncode(v, sig)
 	v = append(v, '"')
-	inner2, err := setMember(make([]byte, 0, len(inner)+len(keyID)+len(v)+8), inner, keyID, v)
+	b1, b2 := getBuf(), getBuf()
+	defer putBuf(b1)
+	defer putBuf(b2)
+	inner2, err := setMember((*b1)[:0], inner, keyID, v)
+	*b1 = inner2
 	if err != nil {
 		return nil, err
 	}
-	sigs2, err := setMember(make([]byte, 0, len(sigs)+len(serverName)+len(inner2)+8), sigs, serverName, inner2)
+	sigs2, err := setMember((*b2)[:0], sigs, serverName, inner2)
+	*b2 = sigs2
 	if err != nil {
 		return nil, err
 	}
@@ -127,12 +133,12 @@ func verifyCanonical(sigSource, covered []byte, serverName, keyID string, pub ed
 	if inner == nil {
 		return fmt.Errorf("%w: no signatures from %s", ErrNoSignature, serverName)
 	}
-	enc, ok := unquote(getMember(inner, keyID))
-	if !ok {
+	enc := getMember(inner, keyID)
+	if len(enc) == 0 || enc[0] != '"' {
 		return fmt.Errorf("%w: no signature from %s with key %s", ErrNoSignature, serverName, keyID)
 	}
-	sig, err := decodeBase64(enc)
-	if err != nil || len(sig) != ed25519.SignatureSize {
+	var sig [ed25519.SignatureSize]byte
+	if !decodeBase64Value(sig[:], enc) {
 		return fmt.Errorf("%w: signature from %s with key %s is not base64 of %d bytes", ErrBadSignature, serverName, keyID, ed25519.SignatureSize)
 	}
 	buf := getBuf()
@@ -142,7 +148,7 @@ func verifyCanonical(sigSource, covered []byte, serverName, keyID string, pub ed
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(pub, msg, sig) {
+	if !ed25519.Verify(pub, msg, sig[:]) {
 		return fmt.Errorf("%w: signature from %s with key %s does not verify", ErrBadSignature, serverName, keyID)
 	}
 	return nil

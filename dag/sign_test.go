@@ -154,7 +154,7 @@ func TestSignJSONRejects(t *testing.T) {
 		want             error
 	}{
 		{"array", `[]`, k.ID, k.Key, ErrBadJSON},
-		{"float", `{"a":1.5}`, k.ID, k.Key, ErrBadJSON},
+		{"invalid", `{"a":}`, k.ID, k.Key, ErrBadJSON},
 		{"signatures not object", `{"signatures":1}`, k.ID, k.Key, ErrBadJSON},
 		{"server entry not object", `{"signatures":{"domain":[]}}`, k.ID, k.Key, ErrBadJSON},
 		{"bad key id", `{}`, "ed25519:a-b", k.Key, ErrBadKey},
@@ -246,5 +246,50 @@ func TestGenerateSaveLoadSigningKey(t *testing.T) {
 	}
 	if (SigningKey{}).Public() != nil {
 		t.Error("zero SigningKey has a public key")
+	}
+}
+
+// Objects with numbers strict canonical JSON rejects (events of room
+// versions 1-5 inside a request body) can still be signed and verified.
+func TestSignJSONLenientNumbers(t *testing.T) {
+	k := specKey(t)
+	out, err := SignJSON([]byte(`{"pdus":[{"content":{"ban":50.57,"big":9007199254740993}}]}`), "domain", k.ID, k.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"ban":50.57,"big":9007199254740993`) {
+		t.Errorf("numbers changed: %s", out)
+	}
+	if err := VerifyJSON(out, "domain", k.ID, k.Public()); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestGetMemberEscapedKey(t *testing.T) {
+	obj := []byte(`{"a\"b":1,"plain":2}`)
+	if v := getMember(obj, `a"b`); string(v) != "1" {
+		t.Errorf("escaped key: %q", v)
+	}
+	if v := getMember(obj, "plain"); string(v) != "2" {
+		t.Errorf("plain key: %q", v)
+	}
+	if v := getMember(obj, "missing"); v != nil {
+		t.Errorf("missing key: %q", v)
+	}
+	out, err := setMember(nil, obj, `a"b`, []byte("3"))
+	if err != nil || string(out) != `{"a\"b":3,"plain":2}` {
+		t.Errorf("setMember escaped: %s, %v", out, err)
+	}
+	out, err = setMember(nil, []byte(`{}`), "k", []byte("1"))
+	if err != nil || string(out) != `{"k":1}` {
+		t.Errorf("setMember into empty: %s, %v", out, err)
+	}
+	out, err = setMember(nil, []byte(`{"a":1,"c":3}`), "b", []byte("2"))
+	if err != nil || string(out) != `{"a":1,"b":2,"c":3}` {
+		t.Errorf("setMember middle: %s, %v", out, err)
+	}
+	out, err = setMember(nil, []byte(`{"b":1}`), "a", []byte("0"))
+	if err != nil || string(out) != `{"a":0,"b":1}` {
+		t.Errorf("setMember first: %s, %v", out, err)
 	}
 }

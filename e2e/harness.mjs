@@ -28,6 +28,16 @@ export const SERVER_NAME = "localhost";
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Resolves with p's value, or with null after ms; the timer never holds the process open. */
+function within(p, ms) {
+    let timer;
+    const t = new Promise((r) => {
+        timer = setTimeout(() => r(null), ms);
+        timer.unref?.();
+    });
+    return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
 /**
  * Polls fn (sync or async) until it returns a truthy value, which is returned.
  * Throws after timeout ms with what in the message. Errors thrown by fn count
@@ -271,7 +281,7 @@ export class EngramServer {
         const proc = this.proc;
         if (!proc) return null;
         proc.kill("SIGTERM");
-        const r = await Promise.race([this.exited, sleep(timeout).then(() => null)]);
+        const r = await within(this.exited, timeout);
         if (r) return r;
         this._log(`-- did not stop within ${timeout} ms of SIGTERM; killing`);
         proc.kill("SIGKILL");
@@ -284,7 +294,7 @@ export class EngramServer {
         const proc = this.proc;
         if (!proc) return null;
         proc.kill("SIGKILL");
-        return await Promise.race([this.exited, sleep(10_000).then(() => null)]);
+        return await within(this.exited, 10_000);
     }
 
     /** Stop (SIGTERM) or kill (SIGKILL), then start again on the same dir and port. */

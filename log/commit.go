@@ -2,6 +2,7 @@ package log
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -9,12 +10,9 @@ import (
 // group is the unit of group commit: the requests that share one pebble
 // batch and one fsync.
 type group struct {
-	batch *pebble.Batch
-	first uint64 // position of recs[0]
-	last  uint64 // position of recs[len(recs)-1]
-	reqs  []*Pending
-	recs  []Record // all records of reqs, in order: what Apply sees
-	size  int      // encoded bytes of recs
+	reqs []*Pending
+	recs []Record // all records of reqs, in order: what Apply sees
+	size int      // encoded bytes of recs
 }
 
 func (g *group) fits(p *Pending) bool {
@@ -27,35 +25,21 @@ func (g *group) add(p *Pending) {
 	g.size += p.size
 }
 
-// newGroup returns an empty group, recycled when one is free.
-func (l *Log) newGroup() *group {
-	select {
-	case g := <-l.free:
-		return g
-	default:
-		return &group{}
-	}
-}
-
-// putGroup recycles g, dropping its references to callers' requests and
-// bodies so that they can be collected.
-func (l *Log) putGroup(g *group) {
+// reset empties g for the next group, dropping its references to callers'
+// requests and bodies so that they can be collected.
+func (g *group) reset() {
 	clear(g.reqs)
 	clear(g.recs)
-	*g = group{reqs: g.reqs[:0], recs: g.recs[:0]}
-	select {
-	case l.free <- g:
-	default:
-	}
+	g.reqs, g.recs, g.size = g.reqs[:0], g.recs[:0], 0
 }
 
 // commitLoop is the committer: the only goroutine that assigns positions and
-// writes to the log keyspace. It takes the first waiting request, waits for
-// a slot in the pipeline (while it waits, more requests queue up), then takes
-// every request already waiting, within the group bounds, and commits them
-// as one group. It returns when the request channel is closed and drained.
+// writes to the log keyspace. It takes the first waiting request, then every
+// request already waiting, within the group bounds, and commits them as one
+// group. It returns when the request channel is closed and drained.
 func (l *Log) commitLoop() {
-	defer close(l.groups)
+	defer close(l.committerDone)
+	g := &l.group
 	var carry *Pending // request that did not fit into the previous group
 	open := true
 	for open || carry != nil {
@@ -67,8 +51,19 @@ func (l *Log) commitLoop() {
 				return
 			}
 		}
-		l.tokens <- struct{}{}
-		g := l.newGroup()
+		// The appenders answered at the end of the previous commit are
+		// runnable but may not have queued their next request yet. Without
+		// this yield, closed-loop appenders split into two cohorts that
+		// alternate between commits, halving the records per fsync; with it,
+		// one fsync serves nearly all of them. It costs nothing when nobody
+		// else is runnable, and it is not a timer: latency stays bounded.
+		for range maxYields {
+			n := len(l.reqs)
+			runtime.Gosched()
+			if len(l.reqs) == n {
+				break
+			}
+		}
 		g.add(p)
 	gather:
 		for len(g.recs) < maxGroupRecords && g.size < maxGroupBytes {
@@ -88,58 +83,82 @@ func (l *Log) commitLoop() {
 			}
 		}
 		l.commitGroup(g)
+		g.reset()
 	}
 }
 
-// commitGroup writes g's records and Apply's rows into one indexed batch and
-// applies it to pebble without waiting for the fsync, then hands g to the
-// acker. Groups reach pebble in log order, and pebble's WAL keeps that order,
-// so a group is never durable without every group before it.
+// commitGroup writes g's records and Apply's rows into one indexed batch,
+// commits it with an fsync, publishes Last() and answers the requests, in
+// that order, so that an appender that returns sees its own records.
 func (l *Log) commitGroup(g *group) {
 	if f := l.failure.Load(); f != nil {
-		l.dropGroup(g, *f)
+		g.finish(0, *f)
 		return
 	}
-	b := l.db.NewIndexedBatchWithSize(g.size)
 	first := l.next
-	for i := range g.recs {
-		rec := &g.recs[i]
+	b := l.db.NewIndexedBatchWithSize(g.size)
+	if err := l.buildBatch(b, first, g.recs); err != nil {
+		_ = b.Close()
+		g.finish(0, l.fail(err))
+		return
+	}
+	if err := l.commit(b); err != nil {
+		// The records may or may not be on disk; they were not acknowledged,
+		// and the fsync is never retried: the log is read-only from now on.
+		g.finish(0, l.fail(fmt.Errorf("commit at %d: %w", first, err)))
+		return
+	}
+	last := first + uint64(len(g.recs)) - 1
+	l.next = last + 1
+	l.last.Store(last)
+	l.notify()
+	pos := first
+	for _, p := range g.reqs {
+		n := uint64(len(p.recs)) // read before finish: p may be recycled after it
+		p.finish(pos, nil)
+		pos += n
+	}
+}
+
+// commit commits b durably (unless NoSync) and closes it.
+//
+// It uses ApplyNoSyncWait followed by SyncWait rather than Commit(Sync):
+// the durability is the same, but Commit(Sync) hands an fsync error to
+// pebble's Logger.Fatalf, which exits the process, while SyncWait returns it,
+// so that the log can fail read-only instead.
+func (l *Log) commit(b *pebble.Batch) error {
+	if l.noSync {
+		err := b.Commit(pebble.NoSync)
+		_ = b.Close()
+		return err
+	}
+	if err := l.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+		_ = b.Close() // pebble has marked b as not reusable; Close only drops it
+		return err
+	}
+	err := b.SyncWait() // must precede Close, even after a failure
+	_ = b.Close()
+	return err
+}
+
+// buildBatch writes recs at positions first... into b, then calls Apply.
+func (l *Log) buildBatch(b *pebble.Batch, first uint64, recs []Record) error {
+	for i := range recs {
+		rec := &recs[i]
 		op := b.SetDeferred(keyLen, envelopeLen(rec))
 		putKey(op.Key, first+uint64(i))
 		putEnvelope(op.Value, rec)
 		if err := op.Finish(); err != nil {
-			_ = b.Close()
-			l.dropGroup(g, l.fail(fmt.Errorf("batch at %d: %w", first, err)))
-			return
+			return fmt.Errorf("batch at %d: %w", first, err)
 		}
 	}
-	if l.apply != nil {
-		if err := l.callApply(b, first, g.recs); err != nil {
-			_ = b.Close()
-			l.dropGroup(g, l.fail(fmt.Errorf("apply at %d: %w", first, err)))
-			return
-		}
+	if l.apply == nil {
+		return nil
 	}
-	var err error
-	if l.noSync {
-		err = b.Commit(pebble.NoSync)
-	} else {
-		// Visible in the memtable now, durable when SyncWait returns; the
-		// acker waits, so that the committer can build the next group
-		// meanwhile (and see this group's writes through its batch).
-		err = l.db.ApplyNoSyncWait(b, pebble.Sync)
+	if err := l.callApply(b, first, recs); err != nil {
+		return fmt.Errorf("apply at %d: %w", first, err)
 	}
-	if err != nil {
-		// Pebble has marked the batch as not reusable; Close only drops it.
-		_ = b.Close()
-		l.dropGroup(g, l.fail(fmt.Errorf("commit at %d: %w", first, err)))
-		return
-	}
-	g.batch = b
-	g.first = first
-	g.last = first + uint64(len(g.recs)) - 1
-	l.next = g.last + 1
-	l.groups <- g
+	return nil
 }
 
 // callApply runs Apply, turning a panic into an error: a projection bug
@@ -153,55 +172,9 @@ func (l *Log) callApply(b *pebble.Batch, first uint64, recs []Record) (err error
 	return l.apply(b, first, recs)
 }
 
-// dropGroup fails every request of a group that was never handed to the
-// acker, and releases its pipeline slot.
-func (l *Log) dropGroup(g *group, err error) {
+// finish fails every request of g with err.
+func (g *group) finish(first uint64, err error) {
 	for _, p := range g.reqs {
-		p.finish(0, err)
-	}
-	l.putGroup(g)
-	<-l.tokens
-}
-
-// ackLoop is the acker: it waits for each group's fsync in log order, then
-// publishes Last(), wakes Changed() waiters and answers the appenders, in
-// that order, so that an appender that returns sees its own records. After a
-// failed fsync it never publishes again: the groups behind the failed one
-// are failed too, even if their own sync reports success, because the fsync
-// is never retried.
-func (l *Log) ackLoop() {
-	defer close(l.ackerDone)
-	var failed error
-	for g := range l.groups {
-		var err error
-		if !l.noSync {
-			// SyncWait must be called before the batch is closed, even after a
-			// failure.
-			err = g.batch.SyncWait()
-		}
-		_ = g.batch.Close()
-		switch {
-		case failed != nil:
-			err = failed
-		case err != nil:
-			failed = l.fail(fmt.Errorf("sync at %d: %w", g.first, err))
-			err = failed
-		}
-		if err != nil {
-			for _, p := range g.reqs {
-				p.finish(0, err)
-			}
-		} else {
-			l.last.Store(g.last)
-			l.notify()
-			pos := g.first
-			for _, p := range g.reqs {
-				n := uint64(len(p.recs))
-				p.finish(pos, nil)
-				pos += n
-			}
-		}
-		l.putGroup(g)
-		<-l.tokens
+		p.finish(first, err)
 	}
 }

@@ -51,11 +51,10 @@ const (
 	// maxRequestBytes caps one Append: pebble panics on batches near 4 GiB,
 	// and nothing may panic on input.
 	maxRequestBytes = 256 << 20
-	// maxInFlight is how many groups may be applied to the memtable and
-	// waiting for their WAL fsync at once. With 2, the committer builds the
-	// next group while the previous one syncs; pebble folds the syncs
-	// together (record.LogWriter's sync queue).
-	maxInFlight = 2
+	// maxYields bounds how often the committer yields, before gathering a
+	// group, to let just-acknowledged appenders queue their next request
+	// (see commitLoop).
+	maxYields = 8
 	// queueLen is the capacity of the request channel. Submit blocks when it
 	// is full, which is the log's back-pressure.
 	queueLen = 4096
@@ -104,10 +103,8 @@ type Log struct {
 	closed bool // guarded by sendMu
 	reqs   chan *Pending
 
-	groups    chan *group   // committer -> acker, in log order
-	tokens    chan struct{} // one per group in flight (bounded by maxInFlight)
-	free      chan *group   // recycled groups
-	ackerDone chan struct{} // closed when both goroutines have exited
+	group         group         // the committer's, reused for every group
+	committerDone chan struct{} // closed when the committer has exited
 
 	failure atomic.Pointer[error] // sticky; wraps ErrFailed
 	changed atomic.Pointer[notifier]
@@ -180,20 +177,16 @@ func Open(opts Options) (*Log, error) {
 		return nil, fmt.Errorf("log: open %s: %w", opts.Dir, err)
 	}
 	l := &Log{
-		db:        db,
-		apply:     opts.Apply,
-		noSync:    opts.NoSync,
-		next:      last + 1,
-		reqs:      make(chan *Pending, queueLen),
-		groups:    make(chan *group, maxInFlight),
-		tokens:    make(chan struct{}, maxInFlight),
-		free:      make(chan *group, maxInFlight+1),
-		ackerDone: make(chan struct{}),
+		db:            db,
+		apply:         opts.Apply,
+		noSync:        opts.NoSync,
+		next:          last + 1,
+		reqs:          make(chan *Pending, queueLen),
+		committerDone: make(chan struct{}),
 	}
 	l.last.Store(last)
 	l.readers.done = make(chan struct{})
 	go l.commitLoop()
-	go l.ackLoop()
 	return l, nil
 }
 
@@ -430,7 +423,7 @@ func (l *Log) Close() error {
 	close(l.reqs)
 	l.sendMu.Unlock()
 
-	<-l.ackerDone
+	<-l.committerDone
 	l.readers.closeAndWait()
 	if n := l.changed.Swap(closedNotifier); n != nil {
 		close(n.ch)

@@ -2,6 +2,7 @@ package stateres
 
 import (
 	"errors"
+	"strings"
 
 	"engram/dag"
 )
@@ -678,11 +679,18 @@ func diffLevels(old, nw *levelMap, f func(key string, o, n level) error) error {
 	for i < len(a) || j < len(b) {
 		var key string
 		var o, n level
+		c := -1
 		switch {
-		case j >= len(b) || (i < len(a) && a[i].key < b[j].key):
+		case i >= len(a):
+			c = 1
+		case j < len(b):
+			c = strings.Compare(a[i].key, b[j].key)
+		}
+		switch {
+		case c < 0:
 			key, o = a[i].key, a[i].level
 			i++
-		case i >= len(a) || b[j].key < a[i].key:
+		case c > 0:
 			key, n = b[j].key, b[j].level
 			j++
 		default:

@@ -126,7 +126,9 @@ var authCases = []authCase{
 		},
 		want: w("12:1.2")},
 	{name: "1.3 create with unknown room_version",
-		ev:   func(f *fixture) *dag.Event { return createEv(f, createContent(f.ver, alice, obj{"room_version": "999"})) },
+		ev: func(f *fixture) *dag.Event {
+			return createEv(f, createContent(f.ver, alice, obj{"room_version": "999"}))
+		},
 		want: w("1-12:1.3")},
 	{name: "1.3 create with non-string room_version",
 		ev:   func(f *fixture) *dag.Event { return createEv(f, createContent(f.ver, alice, obj{"room_version": 10})) },
@@ -140,10 +142,14 @@ var authCases = []authCase{
 		},
 		want: w("1-11:ok 12:1.4")},
 	{name: "1.4 create with additional_creators not an array (v12)",
-		ev:   func(f *fixture) *dag.Event { return createEv(f, createContent(f.ver, alice, obj{"additional_creators": "@ok:b.org"})) },
+		ev: func(f *fixture) *dag.Event {
+			return createEv(f, createContent(f.ver, alice, obj{"additional_creators": "@ok:b.org"}))
+		},
 		want: w("1-11:ok 12:1.4")},
 	{name: "1.4 create with valid additional_creators",
-		ev:   func(f *fixture) *dag.Event { return createEv(f, createContent(f.ver, alice, obj{"additional_creators": []string{"@bob:b.org"}})) },
+		ev: func(f *fixture) *dag.Event {
+			return createEv(f, createContent(f.ver, alice, obj{"additional_creators": []string{"@bob:b.org"}}))
+		},
 		want: w("1-12:ok")},
 
 	// v12 2. room_id must name the create event
@@ -186,10 +192,14 @@ var authCases = []authCase{
 		ev:   func(f *fixture) *dag.Event { return f.event(user, typeAliases, nil, obj{"aliases": []string{}}) },
 		want: w("1-5:4.1 6-12:ok")},
 	{name: "4.2 aliases state_key is not the sender's domain",
-		ev:   func(f *fixture) *dag.Event { return f.event(user, typeAliases, sk("other.org"), obj{"aliases": []string{}}) },
+		ev: func(f *fixture) *dag.Event {
+			return f.event(user, typeAliases, sk("other.org"), obj{"aliases": []string{}})
+		},
 		want: w("1-5:4.2 6-11:7 12:8")},
 	{name: "4.3 aliases from a non-member for their own domain",
-		ev:   func(f *fixture) *dag.Event { return f.event(stranger, typeAliases, sk("d.org"), obj{"aliases": []string{}}) },
+		ev: func(f *fixture) *dag.Event {
+			return f.event(stranger, typeAliases, sk("d.org"), obj{"aliases": []string{}})
+		},
 		want: w("1-5:ok 6-11:5 12:6")},
 
 	// m.room.member .1
@@ -324,16 +334,22 @@ var authCases = []authCase{
 	// membership invite with third_party_invite
 	{name: "invite 3pid: allowed with a valid signature",
 		setup: func(f *fixture) { tpiEvent(f, admin, "tok", false) },
-		ev:    func(f *fixture) *dag.Event { return inviteTPI(f, admin, stranger, obj{"signed": signedTPI(stranger, "tok", false)}) },
-		want:  w("1-12:ok")},
+		ev: func(f *fixture) *dag.Event {
+			return inviteTPI(f, admin, stranger, obj{"signed": signedTPI(stranger, "tok", false)})
+		},
+		want: w("1-12:ok")},
 	{name: "invite 3pid: allowed via public_keys",
 		setup: func(f *fixture) { tpiEvent(f, admin, "tok", true) },
-		ev:    func(f *fixture) *dag.Event { return inviteTPI(f, admin, stranger, obj{"signed": signedTPI(stranger, "tok", false)}) },
-		want:  w("1-12:ok")},
+		ev: func(f *fixture) *dag.Event {
+			return inviteTPI(f, admin, stranger, obj{"signed": signedTPI(stranger, "tok", false)})
+		},
+		want: w("1-12:ok")},
 	{name: "invite 3pid: target is banned",
 		setup: func(f *fixture) { tpiEvent(f, admin, "tok", false) },
-		ev:    func(f *fixture) *dag.Event { return inviteTPI(f, admin, banned, obj{"signed": signedTPI(banned, "tok", false)}) },
-		want:  w("1-5:5.3.1.1 6-7:4.3.1.1 8-11:4.4.1.1 12:5.4.1.1")},
+		ev: func(f *fixture) *dag.Event {
+			return inviteTPI(f, admin, banned, obj{"signed": signedTPI(banned, "tok", false)})
+		},
+		want: w("1-5:5.3.1.1 6-7:4.3.1.1 8-11:4.4.1.1 12:5.4.1.1")},
 	{name: "invite 3pid: no signed",
 		setup: func(f *fixture) { tpiEvent(f, admin, "tok", false) },
 		ev:    func(f *fixture) *dag.Event { return inviteTPI(f, admin, stranger, obj{"display_name": "x"}) },
@@ -346,20 +362,28 @@ var authCases = []authCase{
 		want: w("1-5:5.3.1.3 6-7:4.3.1.3 8-11:4.4.1.3 12:5.4.1.3")},
 	{name: "invite 3pid: mxid is not state_key",
 		setup: func(f *fixture) { tpiEvent(f, admin, "tok", false) },
-		ev:    func(f *fixture) *dag.Event { return inviteTPI(f, admin, stranger, obj{"signed": signedTPI(user, "tok", false)}) },
-		want:  w("1-5:5.3.1.4 6-7:4.3.1.4 8-11:4.4.1.4 12:5.4.1.4")},
+		ev: func(f *fixture) *dag.Event {
+			return inviteTPI(f, admin, stranger, obj{"signed": signedTPI(user, "tok", false)})
+		},
+		want: w("1-5:5.3.1.4 6-7:4.3.1.4 8-11:4.4.1.4 12:5.4.1.4")},
 	{name: "invite 3pid: no m.room.third_party_invite for the token",
 		setup: func(f *fixture) { tpiEvent(f, admin, "tok", false) },
-		ev:    func(f *fixture) *dag.Event { return inviteTPI(f, admin, stranger, obj{"signed": signedTPI(stranger, "other", false)}) },
-		want:  w("1-5:5.3.1.5 6-7:4.3.1.5 8-11:4.4.1.5 12:5.4.1.5")},
+		ev: func(f *fixture) *dag.Event {
+			return inviteTPI(f, admin, stranger, obj{"signed": signedTPI(stranger, "other", false)})
+		},
+		want: w("1-5:5.3.1.5 6-7:4.3.1.5 8-11:4.4.1.5 12:5.4.1.5")},
 	{name: "invite 3pid: sender did not send the third party invite",
 		setup: func(f *fixture) { tpiEvent(f, admin, "tok", false) },
-		ev:    func(f *fixture) *dag.Event { return inviteTPI(f, mod, stranger, obj{"signed": signedTPI(stranger, "tok", false)}) },
-		want:  w("1-5:5.3.1.6 6-7:4.3.1.6 8-11:4.4.1.6 12:5.4.1.6")},
+		ev: func(f *fixture) *dag.Event {
+			return inviteTPI(f, mod, stranger, obj{"signed": signedTPI(stranger, "tok", false)})
+		},
+		want: w("1-5:5.3.1.6 6-7:4.3.1.6 8-11:4.4.1.6 12:5.4.1.6")},
 	{name: "invite 3pid: signature by another key",
 		setup: func(f *fixture) { tpiEvent(f, admin, "tok", false) },
-		ev:    func(f *fixture) *dag.Event { return inviteTPI(f, admin, stranger, obj{"signed": signedTPI(stranger, "tok", true)}) },
-		want:  w("1-5:5.3.1.8 6-7:4.3.1.8 8-11:4.4.1.8 12:5.4.1.8")},
+		ev: func(f *fixture) *dag.Event {
+			return inviteTPI(f, admin, stranger, obj{"signed": signedTPI(stranger, "tok", true)})
+		},
+		want: w("1-5:5.3.1.8 6-7:4.3.1.8 8-11:4.4.1.8 12:5.4.1.8")},
 
 	// membership invite
 	{name: "invite: sender is not joined",
@@ -474,12 +498,16 @@ var authCases = []authCase{
 
 	// If type is m.room.third_party_invite
 	{name: "third_party_invite event at invite level",
-		ev:   func(f *fixture) *dag.Event { return f.event(user, typeThirdPartyInvite, sk("tok"), obj{"public_key": "x"}) },
+		ev: func(f *fixture) *dag.Event {
+			return f.event(user, typeThirdPartyInvite, sk("tok"), obj{"public_key": "x"})
+		},
 		want: w("1-12:ok")},
 	{name: "third_party_invite event below invite level",
 		setup: func(f *fixture) { f.setPL(obj{"users": f.plUsers(nil), "invite": 10}) },
-		ev:    func(f *fixture) *dag.Event { return f.event(user, typeThirdPartyInvite, sk("tok"), obj{"public_key": "x"}) },
-		want:  w("1-5:7.1 6-11:6.1 12:7.1")},
+		ev: func(f *fixture) *dag.Event {
+			return f.event(user, typeThirdPartyInvite, sk("tok"), obj{"public_key": "x"})
+		},
+		want: w("1-5:7.1 6-11:6.1 12:7.1")},
 
 	// required power level
 	{name: "required level: state event below state_default",
@@ -568,14 +596,20 @@ var authCases = []authCase{
 		ev:    func(f *fixture) *dag.Event { return plEv(f, mod, obj{"users": f.plUsers(nil)}) },
 		want:  w("1-5:10.4 6-9:9.4 10-11:9.6 12:10.7")},
 	{name: "power levels: adding an events entry above the sender's",
-		ev:   func(f *fixture) *dag.Event { return plEv(f, mod, obj{"users": f.plUsers(nil), "events": obj{"m.room.name": 75}}) },
+		ev: func(f *fixture) *dag.Event {
+			return plEv(f, mod, obj{"users": f.plUsers(nil), "events": obj{"m.room.name": 75}})
+		},
 		want: w("1-5:10.5 6-9:9.5 10-11:9.7 12:10.8")},
 	{name: "power levels: changing a notifications entry above the sender's (v6+)",
 		setup: func(f *fixture) { f.setPL(obj{"users": f.plUsers(nil), "notifications": obj{"room": 75}}) },
-		ev:    func(f *fixture) *dag.Event { return plEv(f, mod, obj{"users": f.plUsers(nil), "notifications": obj{"room": 40}}) },
-		want:  w("1-5:ok 6-9:9.4 10-11:9.6 12:10.7")},
+		ev: func(f *fixture) *dag.Event {
+			return plEv(f, mod, obj{"users": f.plUsers(nil), "notifications": obj{"room": 40}})
+		},
+		want: w("1-5:ok 6-9:9.4 10-11:9.6 12:10.7")},
 	{name: "power levels: adding a notifications entry above the sender's (v6+)",
-		ev:   func(f *fixture) *dag.Event { return plEv(f, mod, obj{"users": f.plUsers(nil), "notifications": obj{"room": 75}}) },
+		ev: func(f *fixture) *dag.Event {
+			return plEv(f, mod, obj{"users": f.plUsers(nil), "notifications": obj{"room": 75}})
+		},
 		want: w("1-5:ok 6-9:9.5 10-11:9.7 12:10.8")},
 	{name: "power levels: removing a user at the sender's level",
 		ev:   func(f *fixture) *dag.Event { return plEv(f, mod, obj{"users": f.plUsers(obj{mod2: nil})}) },

@@ -59,7 +59,7 @@ func ResolveWith(ver *dag.RoomVersion, stateSets []StateMap, fetch func(eventID 
 		}
 		return out, nil
 	}
-	r := &resolver{ver: ver, fetch: fetch, opts: opts, ids: make(map[string]int32), createIdx: -1}
+	r := newResolver(ver, fetch, opts, len(stateSets[0]))
 	switch ver.StateRes {
 	case 1:
 		return r.resolveV1(stateSets)
@@ -74,13 +74,14 @@ func ResolveWith(ver *dag.RoomVersion, stateSets []StateMap, fetch func(eventID 
 // (that follows map iteration order); every ordering ties break on event
 // IDs.
 type node struct {
-	id       string
-	ev       *dag.Event
-	auth     []int32 // auth events, deduplicated; in v12 plus the room's create event
-	loaded   bool
-	missing  bool
-	edges    bool
-	rejected bool
+	id        string
+	ev        *dag.Event
+	authStart int32 // auth events in resolver.arena, deduplicated; in v12
+	authLen   int32 // plus the room's create event
+	loaded    bool
+	missing   bool
+	edges     bool
+	rejected  bool
 }
 
 type resolver struct {
@@ -90,12 +91,19 @@ type resolver struct {
 
 	ids   map[string]int32
 	nodes []node
+	arena []int32 // backing store of every node's auth events
 
 	roomID    string
 	haveRoom  bool
 	createIdx int32 // v12: the create event the room ID names
 	missing   []string
 	err       error // first fetch failure or inconsistency
+}
+
+func newResolver(ver *dag.RoomVersion, fetch func(string) (*dag.Event, error), opts Options, sizeHint int) *resolver {
+	n := sizeHint + sizeHint/4 + 16
+	return &resolver{ver: ver, fetch: fetch, opts: opts, createIdx: -1,
+		ids: make(map[string]int32, n), nodes: make([]node, 0, n), arena: make([]int32, 0, 4*n)}
 }
 
 func (r *resolver) intern(id string) int32 {
@@ -147,22 +155,24 @@ func (r *resolver) load(i int32) *dag.Event {
 // (being the m.room.create event's ID) implies this instead"); it is added
 // here so that auth chains, sender power levels and auth checks see it.
 func (r *resolver) edges(i int32) []int32 {
-	if r.nodes[i].edges {
-		return r.nodes[i].auth
+	n := &r.nodes[i]
+	if n.edges {
+		end := n.authStart + n.authLen
+		return r.arena[n.authStart:end:end]
 	}
-	ev := r.nodes[i].ev
-	r.nodes[i].edges = true
+	n.edges = true
+	ev := n.ev
 	if ev == nil {
 		return nil
 	}
-	auth := make([]int32, 0, len(ev.AuthEvents)+1)
+	start := int32(len(r.arena))
 	add := func(j int32) {
-		for _, k := range auth {
+		for _, k := range r.arena[start:] {
 			if k == j {
 				return
 			}
 		}
-		auth = append(auth, j)
+		r.arena = append(r.arena, j)
 	}
 	for _, id := range ev.AuthEvents {
 		add(r.intern(id))
@@ -177,8 +187,9 @@ func (r *resolver) edges(i int32) []int32 {
 			add(r.createIdx)
 		}
 	}
-	r.nodes[i].auth = auth
-	return auth
+	// r.nodes may have grown: index again.
+	r.nodes[i].authStart, r.nodes[i].authLen = start, int32(len(r.arena))-start
+	return r.arena[start:len(r.arena):len(r.arena)]
 }
 
 func (r *resolver) missingErr() error {
@@ -192,47 +203,45 @@ func (r *resolver) missingErr() error {
 }
 
 // separate splits the state sets into the unconflicted state map and the
-// conflicted state set: "If a given key K is present in every S_i with the
-// same value V in each state map, then the pair (K, V) belongs to the
-// unconflicted state map. Otherwise, V belongs to the conflicted state set."
-// A key missing from some set is therefore conflicted.
-func separate(sets []StateMap) (StateMap, []string) {
+// keys of the conflicted state set: "If a given key K is present in every
+// S_i with the same value V in each state map, then the pair (K, V) belongs
+// to the unconflicted state map. Otherwise, V belongs to the conflicted
+// state set." A key missing from some set is therefore conflicted.
+func separate(sets []StateMap) (StateMap, []dag.StateKeyTuple) {
 	unconflicted := make(StateMap, len(sets[0]))
-	var conflicted []string
-	seen := map[string]bool{}
-	addConflicted := func(k dag.StateKeyTuple) {
-		for _, s := range sets {
-			if v, ok := s[k]; ok && !seen[v] {
-				seen[v] = true
-				conflicted = append(conflicted, v)
-			}
-		}
-	}
+	var conflicted []dag.StateKeyTuple
+	found := make([]int, len(sets)) // keys of set j that set 0 also has
 	for k, v := range sets[0] {
 		same := true
-		for _, s := range sets[1:] {
-			if w, ok := s[k]; !ok || w != v {
+		for j := 1; j < len(sets); j++ {
+			w, ok := sets[j][k]
+			if ok {
+				found[j]++
+			}
+			if !ok || w != v {
 				same = false
-				break
 			}
 		}
 		if same {
 			unconflicted[k] = v
 		} else {
-			addConflicted(k)
+			conflicted = append(conflicted, k)
 		}
 	}
-	var done map[dag.StateKeyTuple]bool
-	for _, s := range sets[1:] {
-		for k := range s {
-			if _, in0 := sets[0][k]; in0 || done[k] {
+	var extra map[dag.StateKeyTuple]bool
+	for j := 1; j < len(sets); j++ {
+		if found[j] == len(sets[j]) {
+			continue // every key of set j is in set 0: nothing new
+		}
+		for k := range sets[j] {
+			if _, in0 := sets[0][k]; in0 || extra[k] {
 				continue
 			}
-			if done == nil {
-				done = map[dag.StateKeyTuple]bool{}
+			if extra == nil {
+				extra = map[dag.StateKeyTuple]bool{}
 			}
-			done[k] = true
-			addConflicted(k)
+			extra[k] = true
+			conflicted = append(conflicted, k)
 		}
 	}
 	return unconflicted, conflicted
@@ -241,8 +250,8 @@ func separate(sets []StateMap) (StateMap, []string) {
 // resolveV2 is state resolution v2 (rooms/v2) and, with v21, v2.1
 // (rooms/v12).
 func (r *resolver) resolveV2(sets []StateMap, v21 bool) (StateMap, error) {
-	unconflicted, conflictedIDs := separate(sets)
-	if len(conflictedIDs) == 0 {
+	unconflicted, conflictedKeys := separate(sets)
+	if len(conflictedKeys) == 0 {
 		return unconflicted, nil
 	}
 
@@ -250,34 +259,70 @@ func (r *resolver) resolveV2(sets []StateMap, v21 bool) (StateMap, error) {
 	// that is the union of the auth chains for each event in S_i, and then
 	// taking every event that doesn't appear in every auth chain". As in
 	// Synapse and ruma, each state's chain includes the state's own events.
-	var mark, count []int32
+	//
+	// Everything reachable from the unconflicted state is in every chain, so
+	// that common part is walked once; each state then walks only from its
+	// conflicted events and stops where it meets the common part.
+	var common, isConf []bool
+	var seen, count []int32
 	grow := func() {
-		for len(mark) < len(r.nodes) {
-			mark = append(mark, 0)
+		for len(common) < len(r.nodes) {
+			common = append(common, false)
+			isConf = append(isConf, false)
+			seen = append(seen, 0)
 			count = append(count, 0)
 		}
 	}
-	var stack []int32
+	stack := make([]int32, 0, len(unconflicted))
+	for _, id := range unconflicted {
+		stack = append(stack, r.intern(id))
+	}
+	grow()
+	for len(stack) > 0 {
+		i := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if common[i] {
+			continue
+		}
+		common[i] = true
+		if r.load(i) == nil {
+			continue
+		}
+		for _, a := range r.edges(i) {
+			grow()
+			if !common[a] {
+				stack = append(stack, a)
+			}
+		}
+	}
+	var conflicted []int32
 	for si, set := range sets {
 		stamp := int32(si + 1)
-		for _, id := range set {
-			stack = append(stack, r.intern(id))
+		for _, k := range conflictedKeys {
+			if id, ok := set[k]; ok {
+				i := r.intern(id)
+				grow()
+				if !isConf[i] {
+					isConf[i] = true
+					conflicted = append(conflicted, i)
+				}
+				stack = append(stack, i)
+			}
 		}
-		grow()
 		for len(stack) > 0 {
 			i := stack[len(stack)-1]
 			stack = stack[:len(stack)-1]
-			if mark[i] == stamp {
+			if common[i] || seen[i] == stamp {
 				continue
 			}
-			mark[i] = stamp
+			seen[i] = stamp
 			count[i]++
 			if r.load(i) == nil {
 				continue
 			}
 			for _, a := range r.edges(i) {
 				grow()
-				if mark[a] != stamp {
+				if !common[a] && seen[a] != stamp {
 					stack = append(stack, a)
 				}
 			}
@@ -298,10 +343,7 @@ func (r *resolver) resolveV2(sets []StateMap, v21 bool) (StateMap, error) {
 			fcs = append(fcs, i)
 		}
 	}
-	conflicted := make([]int32, 0, len(conflictedIDs))
-	for _, id := range conflictedIDs {
-		i := r.intern(id)
-		conflicted = append(conflicted, i)
+	for _, i := range conflicted {
 		addFCS(i)
 	}
 	nsets := int32(len(sets))
@@ -321,7 +363,7 @@ func (r *resolver) resolveV2(sets []StateMap, v21 bool) (StateMap, error) {
 	if err := r.missingErr(); err != nil {
 		return nil, err
 	}
-	for int(len(inFCS)) < len(r.nodes) {
+	for len(inFCS) < len(r.nodes) {
 		inFCS = append(inFCS, false)
 	}
 
@@ -467,7 +509,7 @@ func (r *resolver) conflictedSubgraph(conflicted []int32) []int32 {
 		state[start] = visiting
 		for len(frames) > 0 {
 			f := &frames[len(frames)-1]
-			auth := r.nodes[f.n].auth // loaded above for every reached node
+			auth := r.edges(f.n) // computed above for every reached node
 			if f.pos < len(auth) {
 				a := auth[f.pos]
 				f.pos++

@@ -74,6 +74,9 @@ type room struct {
 	state       map[dag.StateKeyTuple]*dag.Event
 	extremities map[string]int64 // event ID -> depth
 	pendingTxn  map[string]string
+	// createRec holds a new room's create record until the room's first
+	// events are submitted together.
+	createRec log.Record
 }
 
 // Event is what a client asks to send. Room is empty for the events that
@@ -171,7 +174,7 @@ func (s *Sequencer) Send(e Event) (Result, error) {
 			return s.waitFor(id)
 		}
 	}
-	ev, rec, err := s.build(r, e)
+	ev, rec, err := s.build(r, e, 0)
 	if err != nil {
 		r.mu.Unlock()
 		return Result{}, err
@@ -221,42 +224,75 @@ func (s *Sequencer) CreateRoom(version string, events []Event) (string, error) {
 	if len(events) == 0 || events[0].Type != "m.room.create" {
 		return "", fmt.Errorf("%w: a room starts with m.room.create", ErrBadEvent)
 	}
-	r := &room{version: ver, state: map[dag.StateKeyTuple]*dag.Event{}, extremities: map[string]int64{}, pendingTxn: map[string]string{}}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !ver.RoomIDFromCreate {
-		r.id = s.newRoomID()
+	r, err := s.claimRoom(ver, events[0])
+	if err != nil {
+		return "", err
 	}
-	var last *log.Pending
+	defer r.mu.Unlock()
 	recs := make([]log.Record, 0, len(events))
-	for i, e := range events {
+	for _, e := range events[1:] {
 		e.Room = r.id
-		ev, rec, err := s.build(r, e)
+		ev, rec, err := s.build(r, e, 0)
 		if err != nil {
+			s.forget(r)
 			return "", err
-		}
-		if i == 0 {
-			r.id = ev.RoomID
 		}
 		recs = append(recs, rec)
 		s.advance(r, ev)
 	}
-	s.mu.Lock()
-	if _, taken := s.rooms[r.id]; taken {
-		s.mu.Unlock()
-		return "", fmt.Errorf("rooms: room ID %s already exists", r.id)
-	}
-	s.rooms[r.id] = r
-	s.mu.Unlock()
-	last = s.log.Submit(recs...)
-	if _, err := last.Wait(); err != nil {
+	if _, err := s.log.Submit(append([]log.Record{r.createRec}, recs...)...).Wait(); err != nil {
 		return "", err
 	}
+	r.createRec = log.Record{}
 	return r.id, nil
 }
 
-// build makes, signs and auth-checks the next event of r. Called with r.mu held.
-func (s *Sequencer) build(r *room, e Event) (*dag.Event, log.Record, error) {
+// claimRoom builds a room's create event and registers the room, locked. In
+// v12 the room ID is the create event's reference hash, and the only entropy
+// in a create event is origin_server_ts: two identical rooms created by the
+// same user in the same millisecond would collide, so on a collision the
+// timestamp is moved on a millisecond and the event rebuilt (Synapse does
+// the same).
+func (s *Sequencer) claimRoom(ver *dag.RoomVersion, create Event) (*room, error) {
+	for bump := int64(0); bump < 64; bump++ {
+		r := &room{version: ver, state: map[dag.StateKeyTuple]*dag.Event{}, extremities: map[string]int64{}, pendingTxn: map[string]string{}}
+		if !ver.RoomIDFromCreate {
+			r.id = s.newRoomID()
+		}
+		create.Room = r.id
+		ev, rec, err := s.build(r, create, bump)
+		if err != nil {
+			return nil, err
+		}
+		r.id = ev.RoomID
+		if _, err := s.store.RoomVersion(r.id); err == nil {
+			continue
+		}
+		s.mu.Lock()
+		if _, taken := s.rooms[r.id]; taken {
+			s.mu.Unlock()
+			continue
+		}
+		r.mu.Lock()
+		s.rooms[r.id] = r
+		s.mu.Unlock()
+		s.advance(r, ev)
+		r.createRec = rec
+		return r, nil
+	}
+	return nil, fmt.Errorf("rooms: no free room ID after 64 attempts")
+}
+
+// forget drops a room whose creation failed before anything was appended.
+func (s *Sequencer) forget(r *room) {
+	s.mu.Lock()
+	delete(s.rooms, r.id)
+	s.mu.Unlock()
+}
+
+// build makes, signs and auth-checks the next event of r; tsBump moves
+// origin_server_ts on (see claimRoom). Called with r.mu held.
+func (s *Sequencer) build(r *room, e Event, tsBump int64) (*dag.Event, log.Record, error) {
 	prev, depth := r.prevEvents()
 	needed := stateres.AuthEventsNeeded(r.version, e.Type, e.StateKey, e.Sender, e.Content)
 	auth := make([]string, 0, len(needed))
@@ -275,7 +311,7 @@ func (s *Sequencer) build(r *room, e Event) (*dag.Event, log.Record, error) {
 	}
 	p := dag.ProtoEvent{
 		RoomID: r.id, Sender: e.Sender, Type: e.Type, StateKey: e.StateKey, Content: e.Content,
-		PrevEvents: prev, AuthEvents: auth, Depth: depth, OriginServerTS: s.now(), Redacts: e.Redacts,
+		PrevEvents: prev, AuthEvents: auth, Depth: depth, OriginServerTS: s.now() + tsBump, Redacts: e.Redacts,
 	}
 	ev, err := dag.Build(p, r.version, s.cfg.ServerName, s.cfg.KeyID, s.cfg.Key)
 	if err != nil {
