@@ -6,6 +6,18 @@ import (
 
 // Client-server API: registration, login, logout, whoami.
 
+func (s *Server) accountRoutes() {
+	rt := &s.rt
+	rt.client("GET", "/register/available", public, s.registerAvailable)
+	rt.client("POST", "/register", public, s.register)
+	rt.client("GET", "/login", public, s.loginFlows)
+	rt.client("POST", "/login", public, s.login)
+	rt.client("POST", "/logout", authed, s.logout)
+	rt.client("POST", "/logout/all", authed, s.logoutAll)
+	rt.client("GET", "/account/whoami", authed, s.whoami)
+	rt.client("GET", "/capabilities", authed, s.capabilities)
+}
+
 type uiaAuth struct {
 	Type    string `json:"type"`
 	Session string `json:"session"`

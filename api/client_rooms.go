@@ -10,6 +10,26 @@ import (
 	"engram/projections"
 )
 
+func (s *Server) roomRoutes() {
+	rt := &s.rt
+	rt.client("POST", "/createRoom", authed, s.createRoom)
+	rt.client("POST", "/join/{roomIdOrAlias}", authed, s.join)
+	rt.client("POST", "/rooms/{roomId}/join", authed, s.join)
+	rt.client("POST", "/rooms/{roomId}/leave", authed, s.leave)
+	rt.client("POST", "/rooms/{roomId}/invite", authed, s.targetMembership("invite"))
+	rt.client("POST", "/rooms/{roomId}/kick", authed, s.targetMembership("leave"))
+	rt.client("POST", "/rooms/{roomId}/ban", authed, s.targetMembership("ban"))
+	rt.client("POST", "/rooms/{roomId}/unban", authed, s.unban)
+	rt.client("PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", authed, s.sendEvent)
+	rt.client("PUT", "/rooms/{roomId}/state/{eventType}/{stateKey}", authed, s.putState)
+	rt.client("PUT", "/rooms/{roomId}/state/{eventType}", authed, s.putState)
+	rt.client("GET", "/rooms/{roomId}/state", authed, s.getState)
+	rt.client("GET", "/rooms/{roomId}/state/{eventType}/{stateKey}", authed, s.getStateEvent)
+	rt.client("GET", "/rooms/{roomId}/state/{eventType}", authed, s.getStateEvent)
+	rt.client("GET", "/rooms/{roomId}/messages", authed, s.messages)
+	rt.client("GET", "/joined_rooms", authed, s.joinedRooms)
+}
+
 // roomError maps sequencer errors to Matrix errors.
 func roomError(err error) error {
 	var fe *rooms.ForbiddenError

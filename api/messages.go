@@ -84,6 +84,12 @@ func (s *Server) messages(r *Req) error {
 			return err
 		}
 	}
+	// end is computed from what was scanned, before visibility filtering,
+	// so pagination moves past hidden events instead of stopping at them.
+	scanned := seqs
+	if seqs, err = s.filterVisible(r.User, room, seqs); err != nil {
+		return err
+	}
 	b := append(make([]byte, 0, 1024), `{"chunk":`...)
 	b, err = s.appendEventList(b, seqs, r.User, r.Device, nowMS())
 	if err != nil {
@@ -91,8 +97,8 @@ func (s *Server) messages(r *Req) error {
 	}
 	b = append(b, `,"start":`...)
 	b = appendJSONString(b, pageToken(from))
-	if len(seqs) == limit && limit > 0 {
-		last := seqs[len(seqs)-1]
+	if len(scanned) == limit && limit > 0 {
+		last := scanned[len(scanned)-1]
 		end := last
 		if dir == "b" {
 			end = last - 1

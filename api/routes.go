@@ -7,41 +7,14 @@ import (
 	"engram/projections"
 )
 
+// routes registers every endpoint. Each area of the API registers its own
+// routes in its own file, so areas can grow independently.
 func (s *Server) routes() {
-	rt := &s.rt
-	rt.handle("GET", "/", public, s.rootPage)
-	rt.handle("GET", "/_matrix/client/versions", public, s.versions)
-
-	rt.client("GET", "/register/available", public, s.registerAvailable)
-	rt.client("POST", "/register", public, s.register)
-	rt.client("GET", "/login", public, s.loginFlows)
-	rt.client("POST", "/login", public, s.login)
-	rt.client("POST", "/logout", authed, s.logout)
-	rt.client("POST", "/logout/all", authed, s.logoutAll)
-	rt.client("GET", "/account/whoami", authed, s.whoami)
-
-	rt.client("POST", "/user/{userId}/filter", authed, s.postFilter)
-	rt.client("GET", "/user/{userId}/filter/{filterId}", authed, s.getFilter)
-
-	rt.client("POST", "/createRoom", authed, s.createRoom)
-	rt.client("POST", "/join/{roomIdOrAlias}", authed, s.join)
-	rt.client("POST", "/rooms/{roomId}/join", authed, s.join)
-	rt.client("POST", "/rooms/{roomId}/leave", authed, s.leave)
-	rt.client("POST", "/rooms/{roomId}/invite", authed, s.targetMembership("invite"))
-	rt.client("POST", "/rooms/{roomId}/kick", authed, s.targetMembership("leave"))
-	rt.client("POST", "/rooms/{roomId}/ban", authed, s.targetMembership("ban"))
-	rt.client("POST", "/rooms/{roomId}/unban", authed, s.unban)
-	rt.client("PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", authed, s.sendEvent)
-	rt.client("PUT", "/rooms/{roomId}/state/{eventType}/{stateKey}", authed, s.putState)
-	rt.client("PUT", "/rooms/{roomId}/state/{eventType}", authed, s.putState)
-	rt.client("GET", "/rooms/{roomId}/state", authed, s.getState)
-	rt.client("GET", "/rooms/{roomId}/state/{eventType}/{stateKey}", authed, s.getStateEvent)
-	rt.client("GET", "/rooms/{roomId}/state/{eventType}", authed, s.getStateEvent)
-	rt.client("GET", "/rooms/{roomId}/messages", authed, s.messages)
-	rt.client("GET", "/joined_rooms", authed, s.joinedRooms)
-	rt.client("GET", "/sync", authed, s.sync)
-	rt.client("GET", "/capabilities", authed, s.capabilities)
-	rt.client("GET", "/pushrules/", authed, s.pushRules)
+	s.rt.handle("GET", "/", public, s.rootPage)
+	s.rt.handle("GET", "/_matrix/client/versions", public, s.versions)
+	s.accountRoutes()
+	s.roomRoutes()
+	s.syncRoutes()
 }
 
 const rootHTML = `<!doctype html>

@@ -8,6 +8,14 @@ import (
 	"engram/projections"
 )
 
+func (s *Server) syncRoutes() {
+	rt := &s.rt
+	rt.client("GET", "/sync", authed, s.sync)
+	rt.client("POST", "/user/{userId}/filter", authed, s.postFilter)
+	rt.client("GET", "/user/{userId}/filter/{filterId}", authed, s.getFilter)
+	rt.client("GET", "/pushrules/", authed, s.pushRules)
+}
+
 // syncFilter is the part of a filter /sync honours so far.
 type syncFilter struct {
 	Room struct {
@@ -223,6 +231,9 @@ func (st *syncState) timeline(room string, after, upto uint64) ([]uint64, bool, 
 	limited := len(seqs) > st.limit
 	if limited {
 		seqs = seqs[:st.limit]
+	}
+	if seqs, err = st.s.filterVisible(st.user, room, seqs); err != nil {
+		return nil, false, err
 	}
 	for i, j := 0, len(seqs)-1; i < j; i, j = i+1, j-1 {
 		seqs[i], seqs[j] = seqs[j], seqs[i]

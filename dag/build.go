@@ -3,7 +3,6 @@ package dag
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -42,7 +41,9 @@ type ProtoEvent struct {
 // event as canonical JSON in the version's format, adds the content hash,
 // signs the redacted event as origin with the key keyID ("Adding hashes and
 // signatures to outgoing events") and parses the result, so the Event's Raw
-// is what goes into the log and over federation.
+// is what goes into the log and over federation. origin should be the
+// sender's server, whose signature the auth rules require; Build does not
+// check that.
 func Build(p ProtoEvent, ver *RoomVersion, origin, keyID string, key ed25519.PrivateKey) (*Event, error) {
 	if err := checkSigningKey(keyID, key); err != nil {
 		return nil, err
@@ -54,11 +55,9 @@ func Build(p ProtoEvent, ver *RoomVersion, origin, keyID string, key ed25519.Pri
 	if err != nil {
 		return nil, err
 	}
-	// proto has no hashes, signatures or unsigned, so it is exactly what the
-	// content hash covers.
 	buf2 := getBuf()
 	defer putBuf(buf2)
-	hashed, err := setHashes((*buf2)[:0], proto)
+	hashed, err := addContentHashCanonical((*buf2)[:0], proto)
 	*buf2 = hashed
 	if err != nil {
 		return nil, err
@@ -72,17 +71,6 @@ func Build(p ProtoEvent, ver *RoomVersion, origin, keyID string, key ed25519.Pri
 		return nil, err
 	}
 	return ev, nil
-}
-
-// setHashes hashes proto (canonical, without hashes, signatures and
-// unsigned) and appends it with the hashes member added.
-func setHashes(dst, proto []byte) ([]byte, error) {
-	sum := sha256.Sum256(proto)
-	var hb [64]byte
-	h := append(hb[:0], `{"sha256":"`...)
-	h = base64.RawStdEncoding.AppendEncode(h, sum[:])
-	h = append(h, '"', '}')
-	return setMember(dst, proto, "hashes", h)
 }
 
 // EncodeProto returns p as canonical JSON in ver's event format, without

@@ -13,14 +13,22 @@ import (
 // and never need a second pass through Canonical.
 
 // skipString returns the index after the string starting at b[i] ('"').
+// It jumps from quote to quote; a quote preceded by an odd number of
+// backslashes is escaped.
 func skipString(b []byte, i int) (int, bool) {
-	i++
+	start := i + 1
+	i = start
 	for i < len(b) {
-		switch b[i] {
-		case '\\':
-			i += 2
-			continue
-		case '"':
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 {
+			break
+		}
+		i += j
+		n := 0
+		for k := i - 1; k >= start && b[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
 			return i + 1, true
 		}
 		i++

@@ -3,6 +3,7 @@ package dag
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -239,11 +240,15 @@ func fillEvent(ev *Event, view []byte, ver *RoomVersion) error {
 	if ver.EventIDFormat == 1 {
 		ev.ID = eventID
 	} else {
-		sum, err := referenceHashCanonical(view, ver)
+		buf := getBuf()
+		red, err := redactMembers((*buf)[:0], ms, ver, true)
+		*buf = red
 		if err != nil {
+			putBuf(buf)
 			return err
 		}
-		ev.ID = hashToID('$', sum, ver)
+		ev.ID = hashToID('$', sha256.Sum256(red), ver)
+		putBuf(buf)
 	}
 	if v12Create {
 		ev.RoomID = RoomIDFromCreateEventID(ev.ID)

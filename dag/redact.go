@@ -77,6 +77,11 @@ func redactCanonical(dst, canon []byte, ver *RoomVersion, forHash bool) ([]byte,
 	if err != nil {
 		return dst, err
 	}
+	return redactMembers(dst, ms, ver, forHash)
+}
+
+// redactMembers is redactCanonical on an event already split into members.
+func redactMembers(dst []byte, ms []span, ver *RoomVersion, forHash bool) ([]byte, error) {
 	var typ, content []byte
 	for _, m := range ms {
 		switch string(m.key) {

@@ -34,6 +34,7 @@ const TODO = {
     "typing: the other user sees typing start and stop": "typing not implemented",
     "read receipts: the other user sees m.read for the event": "receipts not implemented",
     "display name change is seen by the other user as a member event": "profile endpoints not implemented",
+    "GET /rooms/{roomId}/event/{eventId} returns a visible event, 404 otherwise": "event endpoint not implemented",
     'history_visibility "joined": a later joiner does not see earlier messages': "history visibility not applied",
 };
 const opts = (name) => (TODO[name] ? { todo: TODO[name] } : {});
@@ -127,17 +128,18 @@ scenario("edit: the server bundles the latest m.replace under unsigned.m.relatio
         assert.equal(r.status, 200, r.body);
         edits.push(r.json.event_id);
     }
-    const ev = await server.req(a, "GET", `rooms/${enc(roomId)}/event/${enc(orig)}`);
-    assert.equal(ev.status, 200, ev.body);
-    assert.equal(ev.json.content.body, "v1", "original content is left intact");
-    const bundled = ev.json.unsigned?.["m.relations"]?.["m.replace"];
-    assert.ok(bundled, `no bundled m.replace in ${ev.body}`);
+    const page = await server.req(a, "GET", `rooms/${enc(roomId)}/messages`, undefined, { query: { dir: "b", limit: 10 } });
+    const inPage = page.json.chunk.find((e) => e.event_id === orig);
+    assert.equal(inPage?.content?.body, "v1", "original content is left intact");
+    const bundled = inPage?.unsigned?.["m.relations"]?.["m.replace"];
+    assert.ok(bundled, `no bundled m.replace in ${JSON.stringify(inPage)}`);
     assert.equal(bundled.event_id, edits[1], "the most recent edit is bundled");
     assert.equal(bundled.content["m.new_content"].body, "v3");
 
-    const page = await server.req(a, "GET", `rooms/${enc(roomId)}/messages`, undefined, { query: { dir: "b", limit: 10 } });
-    const inPage = page.json.chunk.find((e) => e.event_id === orig);
-    assert.equal(inPage?.unsigned?.["m.relations"]?.["m.replace"]?.event_id, edits[1], "/messages bundles it too");
+    const ev = await server.req(a, "GET", `rooms/${enc(roomId)}/event/${enc(orig)}`);
+    assert.equal(ev.status, 200, ev.body);
+    assert.equal(ev.json.content.body, "v1");
+    assert.equal(ev.json.unsigned?.["m.relations"]?.["m.replace"]?.event_id, edits[1], "/event bundles it too");
 });
 
 scenario("reaction: the other user sees an m.annotation and the client counts it", async () => {
@@ -472,6 +474,50 @@ scenario("txnId scope: another room or another device is a different transaction
         hist.map((e) => e.event_id),
         [e1.json.event_id, e3.json.event_id],
     );
+});
+
+// ---------------------------------------------------------------------------
+// Single events and the sender's own echo
+
+scenario("GET /rooms/{roomId}/event/{eventId} returns a visible event, 404 otherwise", async () => {
+    const a = await server.register(uniqueName("ga"));
+    const outsider = await server.register(uniqueName("go"));
+    const { room_id: roomId } = (await server.req(a, "POST", "createRoom", { preset: "private_chat" })).json;
+    const [id] = await sendTexts(server, a, roomId, ["fetch me"]);
+    const ev = await server.req(a, "GET", `rooms/${enc(roomId)}/event/${enc(id)}`);
+    assert.equal(ev.status, 200, ev.body);
+    assert.equal(ev.json.event_id, id);
+    assert.equal(ev.json.room_id, roomId);
+    assert.equal(ev.json.sender, a.userId);
+    assert.deepEqual(ev.json.content, { msgtype: "m.text", body: "fetch me" });
+    const missing = await server.req(a, "GET", `rooms/${enc(roomId)}/event/${enc("$doesnotexist")}`);
+    expectError(missing, 404, "M_NOT_FOUND");
+    // The spec allows 404 for "not allowed to see" as well; 403 is not listed.
+    const hidden = await server.req(outsider, "GET", `rooms/${enc(roomId)}/event/${enc(id)}`);
+    assert.equal(hidden.status, 404, hidden.body);
+    // And through the SDK (used for permalinks and replies).
+    const viaSdk = await server.client(a).fetchRoomEvent(roomId, id);
+    assert.equal(viaSdk.event_id, id);
+});
+
+scenario("the sender's own sync carries unsigned.transaction_id, other users' does not", async () => {
+    const a = await server.register(uniqueName("ia"));
+    const b = await server.register(uniqueName("ib"));
+    const { room_id: roomId } = (await server.req(a, "POST", "createRoom", { preset: "public_chat" })).json;
+    assert.equal((await server.req(b, "POST", `join/${enc(roomId)}`, {})).status, 200);
+    const ta = (await initialSync(server, a)).next_batch;
+    const tb = (await initialSync(server, b)).next_batch;
+    const txn = uniqueName("echo");
+    const sent = await server.req(a, "PUT", `rooms/${enc(roomId)}/send/m.room.message/${txn}`, {
+        msgtype: "m.text",
+        body: "echo",
+    });
+    assert.equal(sent.status, 200, sent.body);
+    const id = sent.json.event_id;
+    const sa = await syncRoomUntil(server, a, roomId, ta, (evs) => evs.some((e) => e.event_id === id));
+    const sb = await syncRoomUntil(server, b, roomId, tb, (evs) => evs.some((e) => e.event_id === id));
+    assert.equal(sa.events.find((e) => e.event_id === id).unsigned?.transaction_id, txn);
+    assert.equal(sb.events.find((e) => e.event_id === id).unsigned?.transaction_id, undefined);
 });
 
 // ---------------------------------------------------------------------------

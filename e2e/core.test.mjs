@@ -19,6 +19,7 @@ import {
     roomWith,
     uniqueName,
     enc,
+    sleep,
     sdk,
 } from "./harness.mjs";
 
@@ -114,6 +115,49 @@ test("public_chat room: a second user joins without an invite", async () => {
     assert.ok(joined.joined_rooms.includes(roomId));
     b.stopClient();
 });
+
+// The sync long-poll must notice a membership that begins while it waits,
+// even when the room already had activity earlier in the same poll (when
+// the user was not in it yet). Raw /sync, so the timing is deterministic.
+for (const how of ["join", "invite"]) {
+    test(`a waiting /sync sees ${how === "join" ? "a join" : "an invite"} to a room that was active earlier in the same poll`, async () => {
+        const a = await server.register(uniqueName("wa"));
+        const b = await server.register(uniqueName("wb"));
+        const t0 = (await initialSync(server, b)).next_batch;
+        const member = (evs) =>
+            evs.some((e) => e.type === "m.room.member" && e.state_key === b.userId);
+        // One poll of up to 3 s in flight while A acts.
+        const polling = server.req(b, "GET", "sync", undefined, { query: { since: t0, timeout: 3000 } });
+        await sleep(300);
+        const created = await server.req(a, "POST", "createRoom", { preset: how === "join" ? "public_chat" : "private_chat" });
+        const roomId = created.json.room_id;
+        await sendTexts(server, a, roomId, ["before b"]);
+        await sleep(300);
+        if (how === "join") {
+            assert.equal((await server.req(b, "POST", `join/${enc(roomId)}`, {})).status, 200);
+        } else {
+            assert.equal((await server.req(a, "POST", `rooms/${enc(roomId)}/invite`, { user_id: b.userId })).status, 200);
+        }
+        const first = await polling;
+        assert.equal(first.status, 200, first.body);
+        const section = how === "join" ? "join" : "invite";
+        let seen = !!first.json.rooms?.[section]?.[roomId];
+        if (!seen) {
+            // Not in the poll that was waiting; it must at least not be lost.
+            const later = await server.req(b, "GET", "sync", undefined, { query: { since: first.json.next_batch, timeout: 500 } });
+            seen = !!later.json.rooms?.[section]?.[roomId];
+            assert.ok(
+                seen,
+                `the ${how} is lost: neither the waiting /sync (since=${t0} -> ${first.json.next_batch}) nor the next one ` +
+                    `has ${roomId} under rooms.${section}, though the ${how} request succeeded`,
+            );
+        }
+        if (how === "join") {
+            const s = await syncRoomUntil(server, b, roomId, t0, member, { timeout: 1500 });
+            assert.ok(member(s.events), "B's join is in B's timeline");
+        }
+    });
+}
 
 test("/messages pages backwards through the whole history, and a client can scroll back", async () => {
     const a = await server.newClient("pga");

@@ -5,7 +5,7 @@
 // Every wait in here has a deadline, and every child server is killed when
 // the test process ends, whether the tests passed or not.
 
-import "./quiet.mjs"; // must precede the SDK import: see quiet.mjs
+import "./sdkenv.mjs"; // must precede the SDK import: see sdkenv.mjs
 import * as sdk from "matrix-js-sdk";
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -94,6 +94,9 @@ export function armEvent(emitter, event, pred = () => true, { timeout = 10_000, 
         clearTimeout(timer);
         emitter.removeListener(event, onEvent);
     }
+    // A test that fails before awaiting this must not leave an unhandled
+    // rejection behind; awaiting it still throws.
+    promise.catch(() => {});
     return { promise, cancel: cleanup };
 }
 

@@ -44,8 +44,15 @@
 // larger single request forms a group alone: one Append is never split), and
 // writes the whole group into ONE indexed Pebble batch. It then calls
 // Options.Apply with that batch, the position of the group's first record
-// and the records, and commits the batch with pebble.Sync. All the appends
-// in a group share the batch and the fsync.
+// and the records, and commits the batch with a WAL fsync. All the appends
+// in a group share the batch and the fsync; while one group is being synced
+// the next one queues up, so the number of records per fsync grows with the
+// load and the latency of one commit stays bounded by the group bounds.
+// Before gathering a group the committer yields the processor a few times
+// (while the queue keeps growing), so that the appenders it has just
+// answered can queue their next request: without it, closed-loop appenders
+// settle into two cohorts that alternate between fsyncs, halving the records
+// per fsync.
 //
 // The records of one Append are atomic: they share a batch. The records of a
 // group and the rows Apply wrote for them become durable together, or not at
@@ -53,27 +60,24 @@
 // panic) fails the whole group; nothing of it is written.
 //
 // Append, and Pending.Wait, return only after the batch is durable: the
-// fsync of Pebble's WAL has returned. Last() is published at the same moment,
+// fsync of Pebble's WAL has returned. Last() is published at that moment,
 // before the appenders are woken, so an appender that returns sees its own
 // records. Pebble makes a batch visible to its readers before the WAL fsync
 // completes (pebble commit.go); the log's readers (Get, Read, Last,
 // Changed) never show a position beyond Last(), so nothing that is not
-// durable is ever shown through them. Projection rows read through DB() may
-// run ahead of Last() by the groups that are being synced; a reader that must
-// see only durable state bounds itself by Last().
-//
-// To overlap CPU work with the fsync, the committer applies a group to
-// Pebble with DB.ApplyNoSyncWait and hands it to a second goroutine, the
-// acker, which waits for its fsync (Batch.SyncWait) while the committer
-// builds the next group; at most two groups are in flight. Groups reach
-// Pebble's WAL in log order, so a group is never durable without every
-// group before it, and the acker answers them in that order.
+// durable is shown through them. Projection rows read through DB() may run
+// ahead of Last() by the group being synced; a reader that must see only
+// durable state bounds itself by Last().
 //
 // If a commit or an fsync fails, the log stops: every pending and later
 // append fails with an error wrapping ErrFailed and the cause, and the log
 // stays read-only (what was durable stays readable) until it is reopened.
 // The fsync is never retried: after a failed fsync the kernel may have
-// dropped the dirty pages, and a second fsync that succeeds would lie.
+// dropped the dirty pages, and a second fsync that succeeds would lie. (The
+// commit uses DB.ApplyNoSyncWait followed by Batch.SyncWait, because Pebble's
+// Commit hands an fsync error to Logger.Fatalf, which exits the process.
+// Pebble still exits on the errors it considers fatal before the WAL write,
+// such as failing to create a new WAL file.)
 //
 // Close drains: every append submitted before Close is committed (or failed,
 // if the log has failed) and answered; then Pebble is closed. Appends and

@@ -90,8 +90,8 @@ type Log struct {
 	apply  func(b *pebble.Batch, first uint64, recs []Record) error
 	noSync bool
 
-	// last is the last durable position, published by the acker only after
-	// the group holding it is synced. Readers never look past it.
+	// last is the last durable position, published by the committer only
+	// after the group holding it is synced. Readers never look past it.
 	last atomic.Uint64
 	// next is the position the next group starts at. Committer only.
 	next uint64

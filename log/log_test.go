@@ -702,3 +702,36 @@ func TestAppendTooLarge(t *testing.T) {
 		t.Fatalf("Append after a refused one: %v", err)
 	}
 }
+
+// TestAllocs pins the allocation budget of the hot paths: a one-record
+// Append and the per-record cost of Read allocate nothing on average (pebble
+// allocates per group and per iterator, not per record).
+func TestAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	l := openTest(t, Options{NoSync: true})
+	rec := Record{Kind: 1, Version: 1, Body: benchBody}
+	if n := testing.AllocsPerRun(500, func() {
+		if _, err := l.Append(rec); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("Append: %v allocations per call, want 0", n)
+	}
+	var sum int
+	read := func() {
+		if err := l.Read(1, func(_ uint64, rec Record) error { sum += len(rec.Body); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	perRead := testing.AllocsPerRun(20, read)
+	for range 2000 {
+		if _, err := l.Append(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := testing.AllocsPerRun(20, read); n > perRead+2 {
+		t.Errorf("Read of %d records: %v allocations, %v at %d records: Read allocates per record", l.Last(), n, perRead, 2000)
+	}
+}

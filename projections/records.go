@@ -2,6 +2,7 @@ package projections
 
 import (
 	"fmt"
+	"reflect"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -10,7 +11,15 @@ import (
 
 // Record kinds. The log never interprets a body; projections do, by kind and
 // version. A kind's number and every version of its body are forever: old
-// records stay readable (ARCHITECTURE.md, rule 4).
+// records stay readable (ARCHITECTURE.md, rule 4). Ranges by area, so
+// features can add kinds without colliding:
+//
+//	1-9    core (events, accounts, devices, filters)
+//	10-19  accounts and devices (refresh tokens, deactivation, profiles, ...)
+//	20-29  rooms (aliases, directory, reports, ...)
+//	30-39  per-user data and ephemeral-but-kept streams (account data, receipts, push rules, pushers, ...)
+//	40-49  end-to-end encryption (device keys, one-time keys, to-device, backups)
+//	50-59  federation (outbound queue positions, remote keys, ...)
 const (
 	KindEvent    log.Kind = 1 // a PDU with the sequencer's verdict
 	KindAccount  log.Kind = 2 // a user account was created
@@ -107,23 +116,35 @@ type FilterRecord struct {
 	JSON     []byte `msgpack:"j"`
 }
 
-// Encode builds a log record for a body value.
+// The record registry: each record body type is registered once, with its
+// kind, by the file that defines it (init). Kind numbers are forever.
+var (
+	newBody = map[log.Kind]func() any{}
+	kindOf  = map[reflect.Type]log.Kind{}
+)
+
+// registerKind binds a kind to its body type; new returns a fresh pointer.
+func registerKind(k log.Kind, new func() any) {
+	if _, dup := newBody[k]; dup {
+		panic(fmt.Sprintf("projections: record kind %d registered twice", k))
+	}
+	newBody[k] = new
+	kindOf[reflect.TypeOf(new())] = k
+}
+
+func init() {
+	registerKind(KindEvent, func() any { return new(EventRecord) })
+	registerKind(KindAccount, func() any { return new(AccountRecord) })
+	registerKind(KindLogin, func() any { return new(LoginRecord) })
+	registerKind(KindLogout, func() any { return new(LogoutRecord) })
+	registerKind(KindPassword, func() any { return new(PasswordRecord) })
+	registerKind(KindFilter, func() any { return new(FilterRecord) })
+}
+
+// Encode builds a log record (version 1) for a registered body value.
 func Encode(v any) (log.Record, error) {
-	var k log.Kind
-	switch v.(type) {
-	case *EventRecord:
-		k = KindEvent
-	case *AccountRecord:
-		k = KindAccount
-	case *LoginRecord:
-		k = KindLogin
-	case *LogoutRecord:
-		k = KindLogout
-	case *PasswordRecord:
-		k = KindPassword
-	case *FilterRecord:
-		k = KindFilter
-	default:
+	k, ok := kindOf[reflect.TypeOf(v)]
+	if !ok {
 		return log.Record{}, fmt.Errorf("projections: no record kind for %T", v)
 	}
 	b, err := msgpack.Marshal(v)
@@ -136,26 +157,14 @@ func Encode(v any) (log.Record, error) {
 // Decode returns the typed body of a record. Unknown kinds decode to nil with
 // no error: a newer server's records are skipped by an older projection set.
 func Decode(rec log.Record) (any, error) {
-	var v any
-	switch rec.Kind {
-	case KindEvent:
-		v = new(EventRecord)
-	case KindAccount:
-		v = new(AccountRecord)
-	case KindLogin:
-		v = new(LoginRecord)
-	case KindLogout:
-		v = new(LogoutRecord)
-	case KindPassword:
-		v = new(PasswordRecord)
-	case KindFilter:
-		v = new(FilterRecord)
-	default:
+	mk, ok := newBody[rec.Kind]
+	if !ok {
 		return nil, nil
 	}
 	if rec.Version != 1 {
 		return nil, fmt.Errorf("projections: kind %d version %d unknown", rec.Kind, rec.Version)
 	}
+	v := mk()
 	if err := msgpack.Unmarshal(rec.Body, v); err != nil {
 		return nil, fmt.Errorf("projections: decode kind %d: %w", rec.Kind, err)
 	}

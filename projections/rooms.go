@@ -2,6 +2,7 @@ package projections
 
 import (
 	"encoding/binary"
+	"sort"
 )
 
 // Room views. Every one folds KindEvent only.
@@ -229,7 +230,26 @@ func (Extremities) Apply(tx *Tx, _ uint64, v any) error {
 	return tx.Set(extremityKey(r.RoomID, r.EventID), d[:])
 }
 
-// All returns the server's projection set.
+var registered []Projection
+
+// register adds a projection to the server's set (from init, in the file
+// that defines it). IDs are forever, like record kinds.
+func register(p Projection) { registered = append(registered, p) }
+
+func init() {
+	register(Accounts{})
+	register(Devices{})
+	register(Events{})
+	register(State{})
+	register(Membership{})
+	register(Timeline{})
+	register(Extremities{})
+	register(UserData{})
+}
+
+// All returns the server's projection set, ordered by ID.
 func All() (*Set, error) {
-	return NewSet(Accounts{}, Devices{}, Events{}, State{}, Membership{}, Timeline{}, Extremities{}, UserData{})
+	ps := append([]Projection(nil), registered...)
+	sort.Slice(ps, func(i, j int) bool { return ps[i].ID() < ps[j].ID() })
+	return NewSet(ps...)
 }

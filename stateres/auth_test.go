@@ -323,6 +323,25 @@ var authCases = []authCase{
 		setup: func(f *fixture) { f.setJR(jrKnockRestricted) },
 		ev:    func(f *fixture) *dag.Event { return memberEv(f, invited, invited, mJoin) },
 		want:  w("1-5:5.2.6 6-7:4.2.6 8-9:4.3.7 10-12:ok")},
+	{name: "join: restricted admits the joined (profile change)",
+		setup: func(f *fixture) { f.setJR(jrRestricted) },
+		ev:    func(f *fixture) *dag.Event { return memberEv(f, user, user, mJoin) },
+		want:  w("1-5:5.2.6 6-7:4.2.6 8-12:ok")},
+	{name: "join: only the create sender gets the creator's first join",
+		setup: func(f *fixture) {
+			f.create.Content = js(createContent(f.ver, alice, obj{"additional_creators": []string{mod}}))
+			f.create.ID += "add"
+			if f.ver.RoomIDFromCreate {
+				f.roomID = "!createhashadd"
+			}
+			f.state = StateEvents{createKey: f.create}
+		},
+		ev: func(f *fixture) *dag.Event {
+			ev := memberEv(f, mod, mod, mJoin)
+			ev.PrevEvents = []string{f.create.ID}
+			return ev
+		},
+		want: w("1-5:5.2.4 6-7:4.2.4 8-11:4.3.4 12:5.3.4")},
 	{name: "join: public",
 		ev:   func(f *fixture) *dag.Event { return memberEv(f, stranger, stranger, mJoin) },
 		want: w("1-12:ok")},

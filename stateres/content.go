@@ -96,9 +96,8 @@ type tpiInfo struct {
 // an ID, possible with the opaque IDs of v1/v2, never see each other's
 // parse). Comparing the bytes costs nothing when they are the same slice.
 // The cache is bounded: past maxCached entries it is emptied and refills.
-const maxCached = 1 << 17
-
 var (
+	maxCached  int64    = 1 << 17
 	cacheMap   sync.Map // event ID -> *info
 	cacheCount atomic.Int64
 )

@@ -89,32 +89,36 @@ func CheckReceipt(r Receipt) (Verdict, error) {
 	if ev.Version == nil {
 		return Verdict{}, ErrNoVersion
 	}
-	decide := func(check int, err error, fail Outcome) (Verdict, error, bool) {
-		if err == nil {
-			return Verdict{}, nil, false
-		}
-		if IsDenied(err) {
-			return Verdict{Outcome: fail, Check: check, Reason: err}, nil, true
-		}
-		return Verdict{}, err, true
+	steps := []struct {
+		check int
+		fail  Outcome
+		state AuthState
+	}{
+		{5, Rejected, r.StateBefore},
+		{6, SoftFailed, r.CurrentState},
 	}
-
 	authState, err := CheckAuthEvents(ev, r.Fetch, r.Rejected)
-	if v, err, done := decide(4, err, Rejected); done {
-		return v, err
+	if err == nil {
+		err = Allowed(ev, authState)
 	}
-	if v, err, done := decide(4, Allowed(ev, authState), Rejected); done {
-		return v, err
+	if err != nil {
+		return verdict(4, Rejected, err)
 	}
-	if r.StateBefore != nil {
-		if v, err, done := decide(5, Allowed(ev, r.StateBefore), Rejected); done {
-			return v, err
+	for _, s := range steps {
+		if s.state == nil {
+			continue
 		}
-	}
-	if r.CurrentState != nil {
-		if v, err, done := decide(6, Allowed(ev, r.CurrentState), SoftFailed); done {
-			return v, err
+		if err := Allowed(ev, s.state); err != nil {
+			return verdict(s.check, s.fail, err)
 		}
 	}
 	return Verdict{Outcome: Accepted}, nil
+}
+
+// verdict turns a rules error into a verdict, or passes a failure through.
+func verdict(check int, fail Outcome, err error) (Verdict, error) {
+	if IsDenied(err) {
+		return Verdict{Outcome: fail, Check: check, Reason: err}, nil
+	}
+	return Verdict{}, err
 }

@@ -135,6 +135,10 @@ func (r *resolver) load(i int32) *dag.Event {
 		r.err = fmt.Errorf("stateres: fetch %s: %w", n.id, err)
 		return nil
 	}
+	if ev.ID != n.id {
+		r.err = fmt.Errorf("stateres: fetch %s returned event %s", n.id, ev.ID)
+		return nil
+	}
 	room := ev.RoomID
 	if r.ver.RoomIDFromCreate && ev.Type == typeCreate && room == "" && len(ev.ID) > 1 {
 		room = "!" + ev.ID[1:]
