@@ -59,7 +59,8 @@ type Receipt struct {
 	Rejected func(eventID string) bool
 	// StateBefore is the state before the event (the resolution of the
 	// states after its prev_events). Nil skips check 5, for events whose
-	// prev_events are not all known (outliers).
+	// prev_events are not all known (outliers). (A nil interface; an empty
+	// StateEvents is an empty state, which authorises nothing.)
 	StateBefore AuthState
 	// CurrentState is the current state of the room (resolved across the
 	// forward extremities). Nil skips check 6.

@@ -77,7 +77,13 @@ type room struct {
 	// createRec holds a new room's create record until the room's first
 	// events are submitted together.
 	createRec log.Record
+	// turn is closed when the room's latest sequenced event has been
+	// submitted to the log: the next one waits for it (see Send).
+	turn chan struct{}
 }
+
+// closedTurn is the turn of a room with nothing in flight.
+var closedTurn = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Event is what a client asks to send. Room is empty for the events that
 // follow a create event in CreateRoom (the room ID may derive from it).
@@ -154,7 +160,7 @@ func (s *Sequencer) fill(r *room) error {
 	if err != nil {
 		return err
 	}
-	r.version, r.state, r.extremities, r.pendingTxn = ver, state, ext, map[string]string{}
+	r.version, r.state, r.extremities, r.pendingTxn, r.turn = ver, state, ext, map[string]string{}, closedTurn
 	return nil
 }
 
@@ -174,17 +180,32 @@ func (s *Sequencer) Send(e Event) (Result, error) {
 			return s.waitFor(id)
 		}
 	}
-	ev, rec, err := s.build(r, e, 0)
+	ev, err := s.prepare(r, e, 0)
 	if err != nil {
 		r.mu.Unlock()
 		return Result{}, err
 	}
-	p := s.log.Submit(rec)
 	s.advance(r, ev)
 	if e.Txn != "" {
 		r.pendingTxn[e.Txn] = ev.ID
 	}
+	// Take a turn: this event is submitted after the room's previous one
+	// and before its next, whatever order the signatures finish in.
+	prevTurn, myTurn := r.turn, make(chan struct{})
+	r.turn = myTurn
 	r.mu.Unlock()
+
+	rec, err := s.seal(ev, e.Txn)
+	<-prevTurn
+	if err != nil {
+		// Unreachable with a key that signed at startup; the room's memory
+		// is ahead of the log now, so drop it and reload on next use.
+		close(myTurn)
+		s.forget(r)
+		return Result{}, err
+	}
+	p := s.log.Submit(rec)
+	close(myTurn)
 
 	seq, err := p.Wait()
 	if e.Txn != "" {
@@ -232,7 +253,12 @@ func (s *Sequencer) CreateRoom(version string, events []Event) (string, error) {
 	recs := make([]log.Record, 0, len(events))
 	for _, e := range events[1:] {
 		e.Room = r.id
-		ev, rec, err := s.build(r, e, 0)
+		ev, err := s.prepare(r, e, 0)
+		if err != nil {
+			s.forget(r)
+			return "", err
+		}
+		rec, err := s.seal(ev, e.Txn)
 		if err != nil {
 			s.forget(r)
 			return "", err
@@ -255,12 +281,16 @@ func (s *Sequencer) CreateRoom(version string, events []Event) (string, error) {
 // the same).
 func (s *Sequencer) claimRoom(ver *dag.RoomVersion, create Event) (*room, error) {
 	for bump := int64(0); bump < 64; bump++ {
-		r := &room{version: ver, state: map[dag.StateKeyTuple]*dag.Event{}, extremities: map[string]int64{}, pendingTxn: map[string]string{}}
+		r := &room{version: ver, state: map[dag.StateKeyTuple]*dag.Event{}, extremities: map[string]int64{}, pendingTxn: map[string]string{}, turn: closedTurn}
 		if !ver.RoomIDFromCreate {
 			r.id = s.newRoomID()
 		}
 		create.Room = r.id
-		ev, rec, err := s.build(r, create, bump)
+		ev, err := s.prepare(r, create, bump)
+		if err != nil {
+			return nil, err
+		}
+		rec, err := s.seal(ev, create.Txn)
 		if err != nil {
 			return nil, err
 		}
@@ -290,9 +320,10 @@ func (s *Sequencer) forget(r *room) {
 	s.mu.Unlock()
 }
 
-// build makes, signs and auth-checks the next event of r; tsBump moves
-// origin_server_ts on (see claimRoom). Called with r.mu held.
-func (s *Sequencer) build(r *room, e Event, tsBump int64) (*dag.Event, log.Record, error) {
+// prepare makes and auth-checks the next event of r, unsigned; tsBump
+// moves origin_server_ts on (see claimRoom). Called with r.mu held: it is
+// the short critical section (prev/auth selection, hashing, auth rules).
+func (s *Sequencer) prepare(r *room, e Event, tsBump int64) (*dag.Event, error) {
 	prev, depth := r.prevEvents()
 	needed := stateres.AuthEventsNeeded(r.version, e.Type, e.StateKey, e.Sender, e.Content)
 	auth := make([]string, 0, len(needed))
@@ -313,23 +344,34 @@ func (s *Sequencer) build(r *room, e Event, tsBump int64) (*dag.Event, log.Recor
 		RoomID: r.id, Sender: e.Sender, Type: e.Type, StateKey: e.StateKey, Content: e.Content,
 		PrevEvents: prev, AuthEvents: auth, Depth: depth, OriginServerTS: s.now() + tsBump, Redacts: e.Redacts,
 	}
-	ev, err := dag.Build(p, r.version, s.cfg.ServerName, s.cfg.KeyID, s.cfg.Key)
+	ev, err := dag.Prepare(p, r.version, s.cfg.ServerName)
 	if err != nil {
-		return nil, log.Record{}, fmt.Errorf("%w: %v", ErrBadEvent, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
 	}
 	if err := stateres.Allowed(ev, stateres.StateEvents(authState)); err != nil {
-		return nil, log.Record{}, &ForbiddenError{Err: err}
+		return nil, &ForbiddenError{Err: err}
+	}
+	return ev, nil
+}
+
+// seal signs a prepared event and encodes its log record. It runs outside
+// the room lock: the ed25519 signature is the most expensive step of a send.
+// The room keeps the unsigned event for auth checks; the signed bytes go
+// only into the record, so nothing shared is mutated here.
+func (s *Sequencer) seal(prepared *dag.Event, txn string) (log.Record, error) {
+	ev := *prepared
+	if err := ev.Sign(s.cfg.ServerName, s.cfg.KeyID, s.cfg.Key); err != nil {
+		return log.Record{}, err
 	}
 	rec := &projections.EventRecord{
-		RoomID: ev.RoomID, EventID: ev.ID, RoomVersion: r.version.ID, Type: ev.Type, StateKey: ev.StateKey,
+		RoomID: ev.RoomID, EventID: ev.ID, RoomVersion: ev.Version.ID, Type: ev.Type, StateKey: ev.StateKey,
 		Sender: ev.Sender, Redacts: ev.Redacts, PrevEvents: ev.PrevEvents, Depth: ev.Depth,
-		Status: projections.Accepted, Txn: e.Txn, PDU: ev.Raw,
+		Status: projections.Accepted, Txn: txn, PDU: ev.Raw,
 	}
 	if ev.Type == "m.room.member" {
 		rec.Membership = membershipOf(ev.Content)
 	}
-	lr, err := projections.Encode(rec)
-	return ev, lr, err
+	return projections.Encode(rec)
 }
 
 // maxPrevEvents caps how many extremities one event merges.
@@ -371,16 +413,6 @@ func (s *Sequencer) advance(r *room, ev *dag.Event) {
 	if ev.IsState() {
 		r.state[ev.Key()] = ev
 	}
-}
-
-// State returns the room's current state event for a key, from memory.
-func (s *Sequencer) State(roomID string, key dag.StateKeyTuple) (*dag.Event, error) {
-	r, err := s.load(roomID)
-	if err != nil {
-		return nil, err
-	}
-	defer r.mu.Unlock()
-	return r.state[key], nil
 }
 
 func membershipOf(content json.RawMessage) string {
