@@ -257,3 +257,28 @@ func TestSendSyncMessages(t *testing.T) {
 		t.Fatalf("empty sync mentions the room: %s", empty.body)
 	}
 }
+
+func TestMetrics(t *testing.T) {
+	ts := newTestServer(t, Config{EnableRegistration: true, EnableMetrics: true})
+	ts.register("m")
+	ts.do("GET", "/_matrix/client/v3/nope", "", "")
+	r := ts.do("GET", "/metrics", "", "")
+	if r.status != 200 {
+		t.Fatalf("metrics: %d", r.status)
+	}
+	for _, want := range []string{
+		`engram_http_requests_total{method="POST",route="/_matrix/client/v3/register",code="4xx"} 1`,
+		`engram_http_requests_total{method="POST",route="/_matrix/client/v3/register",code="2xx"} 1`,
+		`engram_http_request_seconds_count{method="POST",route="/_matrix/client/v3/register"} 2`,
+		"engram_sync_waiters 0",
+		"engram_log_position ",
+	} {
+		if !strings.Contains(string(r.body), want) {
+			t.Errorf("metrics lack %q:\n%s", want, r.body)
+		}
+	}
+	off := newTestServer(t, Config{})
+	if r := off.do("GET", "/metrics", "", ""); r.status != 404 {
+		t.Fatalf("metrics served when disabled: %d", r.status)
+	}
+}

@@ -13,11 +13,14 @@ import (
 type handler func(r *Req) error
 
 type route struct {
-	method string
-	segs   []string // literal segment, or "" for a {param}
-	names  []string
-	auth   bool
-	h      handler
+	method  string
+	pattern string
+	metrics routeMetrics
+	segs    []string // literal segments ("" where isParam)
+	isParam []bool
+	names   []string
+	auth    bool
+	h       handler
 }
 
 // router matches escaped paths segment by segment, so a parameter may hold an
@@ -37,15 +40,25 @@ func (rt *router) handle(method, pattern string, auth bool, h handler) {
 		rt.bySegs = map[int][]*route{}
 	}
 	parts := strings.Split(strings.Trim(pattern, "/"), "/")
-	r := &route{method: method, segs: make([]string, len(parts)), auth: auth, h: h}
+	r := &route{method: method, pattern: pattern, segs: make([]string, len(parts)), isParam: make([]bool, len(parts)), auth: auth, h: h}
 	for i, p := range parts {
 		if strings.HasPrefix(p, "{") && strings.HasSuffix(p, "}") {
 			r.names = append(r.names, p[1:len(p)-1])
+			r.isParam[i] = true
 		} else {
 			r.segs[i] = p
 		}
 	}
 	rt.bySegs[len(parts)] = append(rt.bySegs[len(parts)], r)
+}
+
+// all returns every route, in registration order per path length.
+func (rt *router) all() []*route {
+	var out []*route
+	for n := 0; n <= 16; n++ {
+		out = append(out, rt.bySegs[n]...)
+	}
+	return out
 }
 
 // client registers a client-server route under /v3 and the legacy /r0.
@@ -78,7 +91,7 @@ func (rt *router) match(method string, rawPath []byte, params []string) (*route,
 	for _, r := range rt.bySegs[n] {
 		ok := true
 		for i, lit := range r.segs {
-			if lit != "" && lit != segs[i] {
+			if !r.isParam[i] && lit != segs[i] {
 				ok = false
 				break
 			}
@@ -91,8 +104,8 @@ func (rt *router) match(method string, rawPath []byte, params []string) (*route,
 			continue
 		}
 		params = params[:0]
-		for i, lit := range r.segs {
-			if lit == "" {
+		for i := range r.segs {
+			if r.isParam[i] {
 				v, err := url.PathUnescape(segs[i])
 				if err != nil {
 					return nil, nil, false

@@ -12,6 +12,9 @@ import (
 func (s *Server) routes() {
 	s.rt.handle("GET", "/", public, s.rootPage)
 	s.rt.handle("GET", "/_matrix/client/versions", public, s.versions)
+	if s.cfg.EnableMetrics {
+		s.rt.handle("GET", "/metrics", public, s.metricsPage)
+	}
 	s.accountRoutes()
 	s.roomRoutes()
 	s.syncRoutes()

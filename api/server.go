@@ -30,6 +30,7 @@ type Config struct {
 	MaxBodyBytes             int // request bodies above this get 413 M_TOO_LARGE
 	PasswordCost             int // bcrypt cost
 	DefaultRoomVersion       string
+	EnableMetrics            bool // serve Prometheus metrics at /metrics
 }
 
 // Server is the client-server API.
@@ -43,6 +44,7 @@ type Server struct {
 	rt       router
 	http     *fasthttp.Server
 	started  time.Time
+	metrics  metrics
 }
 
 // New builds the API server.
@@ -107,6 +109,8 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 		}
 		return
 	}
+	start := time.Now()
+	defer func() { s.observe(rt, ctx.Response.StatusCode(), time.Since(start)) }()
 	r := &Req{ctx: ctx, s: s, route: rt, params: ps}
 	if rt.auth {
 		if e := s.authenticate(r); e != nil {

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 )
 
 // Kind says what a record is. The log stores it and never interprets it; the
@@ -167,6 +169,13 @@ func Open(opts Options) (*Log, error) {
 	if popts.DisableWAL {
 		return nil, errors.New("log: open: pebble DisableWAL is set; the log needs the WAL for durability")
 	}
+	fs := popts.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if err := ensureDir(fs, opts.Dir); err != nil {
+		return nil, fmt.Errorf("log: open %s: %w", opts.Dir, err)
+	}
 	db, err := pebble.Open(opts.Dir, popts)
 	if err != nil {
 		return nil, fmt.Errorf("log: open %s: %w", opts.Dir, err)
@@ -188,6 +197,36 @@ func Open(opts Options) (*Log, error) {
 	l.readers.done = make(chan struct{})
 	go l.commitLoop()
 	return l, nil
+}
+
+// ensureDir creates dir and its missing parents durably: pebble syncs the
+// files inside its directory, but not the parent's entry for the directory
+// itself, and a power cut could otherwise lose a new log with everything in
+// it.
+func ensureDir(fs vfs.FS, dir string) error {
+	if _, err := fs.Stat(dir); err == nil {
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	parent := fs.PathDir(dir)
+	if parent != dir {
+		if err := ensureDir(fs, parent); err != nil {
+			return err
+		}
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	d, err := fs.OpenDir(parent)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // recoverLast returns the position of the last record, checking that the log

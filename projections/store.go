@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/dgraph-io/ristretto/v2"
@@ -33,6 +34,7 @@ func NewStore(l *log.Log, db pebble.Reader, cacheBytes int64) (*Store, error) {
 			NumCounters: cacheBytes / 100, // ~10x the expected entries of ~1 KiB
 			MaxCost:     cacheBytes,
 			BufferItems: 64,
+			Metrics:     true,
 		})
 		if err != nil {
 			return nil, err
@@ -40,6 +42,14 @@ func NewStore(l *log.Log, db pebble.Reader, cacheBytes int64) (*Store, error) {
 		s.cache = c
 	}
 	return s, nil
+}
+
+// CacheHitRatio is the event cache's hit ratio since start (NaN without a cache).
+func (s *Store) CacheHitRatio() float64 {
+	if s.cache == nil || s.cache.Metrics == nil {
+		return math.NaN()
+	}
+	return s.cache.Metrics.Ratio()
 }
 
 // Close releases the cache.

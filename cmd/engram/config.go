@@ -29,6 +29,7 @@ type Config struct {
 	PasswordCost             int    `yaml:"password_cost"`
 	CacheBytes               int64  `yaml:"cache_bytes"`
 	LogLevel                 string `yaml:"log_level"`
+	EnableMetrics            bool   `yaml:"enable_metrics"`
 }
 
 // devConfig is the embedded default of `serve --dev` and `make run`.
@@ -38,6 +39,7 @@ func devConfig() Config {
 		DataDir:            "./data",
 		ClientListen:       "127.0.0.1:8008",
 		EnableRegistration: true,
+		EnableMetrics:      true,
 	}
 }
 
@@ -125,6 +127,7 @@ func newServeFlags(name string) *serveFlags {
 		sf.values[f.name] = sf.fs.String(f.name, "", f.usage+" (env "+envName(f.name)+")")
 	}
 	sf.bools["enable-registration"] = sf.fs.Bool("enable-registration", false, "allow open registration (env ENGRAM_ENABLE_REGISTRATION)")
+	sf.bools["enable-metrics"] = sf.fs.Bool("enable-metrics", false, "serve Prometheus metrics at /metrics on the client listener (env ENGRAM_ENABLE_METRICS)")
 	return sf
 }
 
@@ -189,16 +192,20 @@ func (sf *serveFlags) resolve(args []string) (Config, error) {
 				return fmt.Errorf("--password-cost: %q is not in 4..31", v)
 			}
 			c.PasswordCost = n
-		case "enable-registration":
+		case "enable-registration", "enable-metrics":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return fmt.Errorf("--enable-registration: %q is not a boolean", v)
+				return fmt.Errorf("--%s: %q is not a boolean", name, v)
 			}
-			c.EnableRegistration = b
+			if name == "enable-metrics" {
+				c.EnableMetrics = b
+			} else {
+				c.EnableRegistration = b
+			}
 		}
 		return nil
 	}
-	names := append([]string{"enable-registration"}, func() []string {
+	names := append([]string{"enable-registration", "enable-metrics"}, func() []string {
 		var n []string
 		for _, f := range stringFlags {
 			n = append(n, f.name)

@@ -102,7 +102,9 @@ func serve(args []string, stderr io.Writer) error {
 		MaxBodyBytes:             cfg.MaxBodyBytes,
 		PasswordCost:             cfg.PasswordCost,
 		DefaultRoomVersion:       cfg.DefaultRoomVersion,
+		EnableMetrics:            cfg.EnableMetrics,
 	}, n.log, n.store, seq, logger)
+	srv.AddMetric(api.Gauge{Name: "engram_event_cache_hit_ratio", Help: "Hit ratio of the decoded event cache.", Read: n.store.CacheHitRatio})
 
 	ln, err := net.Listen("tcp", cfg.ClientListen)
 	if err != nil {
