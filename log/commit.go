@@ -3,6 +3,7 @@ package log
 import (
 	"fmt"
 	"runtime"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -102,12 +103,16 @@ func (l *Log) commitGroup(g *group) {
 		g.finish(0, l.fail(err))
 		return
 	}
+	start := time.Now()
 	if err := l.commit(b); err != nil {
 		// The records may or may not be on disk; they were not acknowledged,
 		// and the fsync is never retried: the log is read-only from now on.
 		g.finish(0, l.fail(fmt.Errorf("commit at %d: %w", first, err)))
 		return
 	}
+	l.stats.commitNS.Add(uint64(time.Since(start)))
+	l.stats.groups.Add(1)
+	l.stats.records.Add(uint64(len(g.recs)))
 	last := first + uint64(len(g.recs)) - 1
 	l.next = last + 1
 	l.last.Store(last)

@@ -30,8 +30,8 @@ var (
 	// ErrNotFound is returned by Get for a position that is not in the log
 	// (0, or beyond Last()).
 	ErrNotFound = errors.New("log: not found")
-	// ErrClosed is returned by every method called after Close, and by Close
-	// itself the second time.
+	// ErrClosed is returned by Append, Submit, Get and Read after Close, and
+	// by Close itself the second time.
 	ErrClosed = errors.New("log: closed")
 	// ErrFailed marks the sticky failure of the log: a commit, an fsync or an
 	// Apply failed. The error returned wraps both ErrFailed and the cause
@@ -72,8 +72,10 @@ type Options struct {
 	// uncommitted writes via b.Get / b.NewIter). first is the position of
 	// recs[0]; positions are consecutive. recs and their bodies are valid only
 	// during the call. Apply must not commit, close or reset b, and must not
-	// write keys in the log keyspace ('l' prefix). An error (or a panic) fails
-	// the whole group and makes the log read-only (sticky).
+	// write keys in the log keyspace ('l' prefix); it must not call Append,
+	// Submit or Close (the committer would wait for itself). Like every fold
+	// over the log, it must be deterministic (ARCHITECTURE.md). An error (or a
+	// panic) fails the whole group and makes the log read-only (sticky).
 	Apply func(b *pebble.Batch, first uint64, recs []Record) error
 	// NoSync skips the fsync. For tests and benchmarks only: Append then
 	// returns before the records are durable.
@@ -111,6 +113,25 @@ type Log struct {
 	failure atomic.Pointer[error] // sticky; wraps ErrFailed
 	changed atomic.Pointer[notifier]
 	readers gate
+
+	stats struct{ groups, records, commitNS atomic.Uint64 }
+}
+
+// Stats are cumulative counters of the committer, for metrics: Records /
+// Groups is the mean group-commit size, CommitSeconds / Groups the mean time
+// of one durable commit (memtable apply plus fsync).
+type Stats struct {
+	Groups, Records uint64
+	CommitSeconds   float64
+}
+
+// Stats returns the committer's counters.
+func (l *Log) Stats() Stats {
+	return Stats{
+		Groups:        l.stats.groups.Load(),
+		Records:       l.stats.records.Load(),
+		CommitSeconds: float64(l.stats.commitNS.Load()) / 1e9,
+	}
 }
 
 // notifier is one generation of Changed(): its channel is closed at the next

@@ -105,6 +105,12 @@ func serve(args []string, stderr io.Writer) error {
 		EnableMetrics:            cfg.EnableMetrics,
 	}, n.log, n.store, seq, logger)
 	srv.AddMetric(api.Gauge{Name: "engram_event_cache_hit_ratio", Help: "Hit ratio of the decoded event cache.", Read: n.store.CacheHitRatio})
+	srv.AddMetric(api.Gauge{Name: "engram_log_commits_total", Type: "counter", Help: "Durable group commits (one fsync each).",
+		Read: func() float64 { return float64(n.log.Stats().Groups) }})
+	srv.AddMetric(api.Gauge{Name: "engram_log_records_total", Type: "counter", Help: "Records committed; divided by commits, the mean batch size.",
+		Read: func() float64 { return float64(n.log.Stats().Records) }})
+	srv.AddMetric(api.Gauge{Name: "engram_log_commit_seconds_total", Type: "counter", Help: "Time spent in durable commits (apply and fsync).",
+		Read: func() float64 { return n.log.Stats().CommitSeconds }})
 
 	ln, err := net.Listen("tcp", cfg.ClientListen)
 	if err != nil {
