@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"engram/log"
 )
 
 // EventRecord is the hottest record: it is encoded by hand as a msgpack
@@ -59,7 +61,29 @@ func (e *EventRecord) EncodeMsgpack(enc *msgpack.Encoder) error {
 }
 
 // DecodeMsgpack implements msgpack.CustomDecoder.
-func (e *EventRecord) DecodeMsgpack(dec *msgpack.Decoder) error {
+func (e *EventRecord) DecodeMsgpack(dec *msgpack.Decoder) error { return e.decode(dec, false) }
+
+// eventHeader decodes an EventRecord without its PDU bytes: projections fold
+// only the derived fields, so apply and replay skip the largest field.
+type eventHeader struct{ EventRecord }
+
+// DecodeMsgpack implements msgpack.CustomDecoder.
+func (h *eventHeader) DecodeMsgpack(dec *msgpack.Decoder) error { return h.decode(dec, true) }
+
+// decodeForApply decodes a record for the projections: event records come
+// without their PDU bytes.
+func decodeForApply(rec log.Record) (any, error) {
+	if rec.Kind != KindEvent || rec.Version != 1 {
+		return Decode(rec)
+	}
+	var h eventHeader
+	if err := msgpack.Unmarshal(rec.Body, &h); err != nil {
+		return nil, fmt.Errorf("projections: decode kind %d: %w", rec.Kind, err)
+	}
+	return &h.EventRecord, nil
+}
+
+func (e *EventRecord) decode(dec *msgpack.Decoder, skipPDU bool) error {
 	n, err := dec.DecodeArrayLen()
 	if err != nil {
 		return err
@@ -68,6 +92,12 @@ func (e *EventRecord) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("projections: event record is nil")
 	}
 	for i := 0; i < n; i++ {
+		if i == 14 && skipPDU {
+			if err := dec.Skip(); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := e.decodeField(dec, i); err != nil {
 			return fmt.Errorf("projections: event record field %d: %w", i, err)
 		}

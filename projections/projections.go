@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/cockroachdb/pebble"
 
@@ -110,7 +111,7 @@ func (s *Set) apply(b *pebble.Batch, first uint64, recs []log.Record) error {
 	tx := s.txs(b, b)
 	for i, rec := range recs {
 		seq := first + uint64(i)
-		v, err := Decode(rec)
+		v, err := decodeForApply(rec)
 		if err != nil {
 			return fmt.Errorf("projections: record %d: %w", seq, err)
 		}
@@ -139,16 +140,6 @@ func (s *Set) applyOne(tx []Tx, seq uint64, v any) error {
 		}
 	}
 	return nil
-}
-
-// needsRead reports whether some projection reads rows to apply v.
-func (s *Set) needsRead(v any) bool {
-	for _, p := range s.ps {
-		if r, ok := p.(interface{ NeedsRead(any) bool }); ok && r.NeedsRead(v) {
-			return true
-		}
-	}
-	return false
 }
 
 // checkpoint records last as every projection's applied position in b.
@@ -227,120 +218,117 @@ func (s *Set) Reset(l *log.Log, db *pebble.DB) error {
 	return s.replay(l, db, 1, pebble.NoSync)
 }
 
-// replay folds the log from position from into db. It is a pipeline of
-// three goroutines (read and decode; apply into a batch; commit), so on two
-// cores decoding overlaps with memtable inserts. Replay batches are plain
-// (not indexed): rows are only read by records that need it (NeedsRead),
-// and the batch is cut before such a record so its reads go to db, which
-// then holds everything before it.
+// replay folds the log from position from into db. One goroutine reads and
+// decodes; every projection then folds the same decoded chunks in its own
+// goroutine, into its own batches: projections never read each other's rows,
+// so they are independent, and pebble inserts concurrent commits into the
+// memtable in parallel. Replay batches are plain (not indexed): a projection
+// reads rows only for records it says NeedsRead, and its batch is committed
+// before such a record so the read sees everything before it.
 func (s *Set) replay(l *log.Log, db *pebble.DB, from uint64, opts *pebble.WriteOptions) error {
 	type decoded struct {
 		seq uint64
 		v   any
 	}
-	chunks := make(chan []decoded, 4)
-	readErr := make(chan error, 1)
+	feeds := make([]chan []decoded, len(s.ps))
+	for i := range feeds {
+		feeds[i] = make(chan []decoded, 4)
+	}
 	stop := make(chan struct{})
-	go func() {
-		defer close(chunks)
-		chunk := make([]decoded, 0, replayBatch)
-		err := l.Read(from, func(seq uint64, rec log.Record) error {
-			v, err := Decode(rec)
-			if err != nil {
-				return fmt.Errorf("projections: record %d: %w", seq, err)
-			}
-			chunk = append(chunk, decoded{seq, v})
-			if len(chunk) == replayBatch {
-				select {
-				case chunks <- chunk:
-				case <-stop:
-					return errStopped
-				}
-				chunk = make([]decoded, 0, replayBatch)
-			}
-			return nil
-		})
-		if err == nil && len(chunk) > 0 {
-			chunks <- chunk
-		}
-		readErr <- err
-	}()
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }) }
 
-	commits := make(chan *pebble.Batch, 2)
-	commitErr := make(chan error, 1)
-	go func() {
-		var err error
-		for b := range commits {
-			if err == nil {
-				err = b.Commit(opts)
-			}
-			b.Close()
-		}
-		commitErr <- err
-	}()
-	// barrier waits until every batch handed to the committer is applied.
-	barrier := func() error {
-		close(commits)
-		err := <-commitErr
-		commits = make(chan *pebble.Batch, 2)
-		go func() {
+	errs := make(chan error, len(s.ps)+1)
+	var wg sync.WaitGroup
+	for i, p := range s.ps {
+		wg.Add(1)
+		go func(p Projection, feed <-chan []decoded) {
+			defer wg.Done()
 			var err error
-			for b := range commits {
+			for chunk := range feed {
 				if err == nil {
-					err = b.Commit(opts)
+					if err = s.replayChunk(db, p, opts, len(chunk), func(k int) (uint64, any) { return chunk[k].seq, chunk[k].v }); err != nil {
+						halt()
+					}
 				}
-				b.Close()
 			}
-			commitErr <- err
-		}()
-		return err
+			errs <- err
+		}(p, feeds[i])
 	}
 
-	var applyErr error
-	for chunk := range chunks {
-		if applyErr != nil {
-			continue
-		}
-		b := db.NewBatch()
-		tx := s.txs(b, db)
-		last := uint64(0)
-		for _, d := range chunk {
-			if d.v != nil && s.needsRead(d.v) && b.Count() > 0 {
-				s.checkpoint(b, last)
-				commits <- b
-				if applyErr = barrier(); applyErr != nil {
-					break
-				}
-				b = db.NewBatch()
-				tx = s.txs(b, db)
+	chunk := make([]decoded, 0, replayBatch)
+	send := func() error {
+		for _, f := range feeds {
+			select {
+			case f <- chunk:
+			case <-stop:
+				return errStopped
 			}
-			if d.v != nil {
-				if applyErr = s.applyOne(tx, d.seq, d.v); applyErr != nil {
-					break
-				}
-			}
-			last = d.seq
 		}
-		if applyErr != nil {
-			b.Close()
-			close(stop)
-			continue
+		chunk = make([]decoded, 0, replayBatch)
+		return nil
+	}
+	readErr := l.Read(from, func(seq uint64, rec log.Record) error {
+		v, err := decodeForApply(rec)
+		if err != nil {
+			return fmt.Errorf("projections: record %d: %w", seq, err)
 		}
-		s.checkpoint(b, last)
-		commits <- b
+		chunk = append(chunk, decoded{seq, v})
+		if len(chunk) == replayBatch {
+			return send()
+		}
+		return nil
+	})
+	if readErr == nil && len(chunk) > 0 {
+		readErr = send()
 	}
-	close(commits)
-	cerr := <-commitErr
-	if err := <-readErr; err != nil && err != errStopped {
-		return err
+	for _, f := range feeds {
+		close(f)
 	}
-	if applyErr != nil {
-		return applyErr
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
 	}
-	if cerr != nil {
-		return cerr
+	if readErr != nil {
+		return readErr
 	}
 	return db.Flush()
+}
+
+// replayChunk folds n decoded records into projection p, committing its rows
+// and checkpoint; at(k) returns the k-th record.
+func (s *Set) replayChunk(db *pebble.DB, p Projection, opts *pebble.WriteOptions, n int, at func(k int) (uint64, any)) error {
+	reader, _ := p.(interface{ NeedsRead(any) bool })
+	tx := &Tx{b: db.NewBatch(), r: db, id: p.ID()}
+	var last uint64
+	commit := func() error {
+		if err := tx.b.Set([]byte{checkpointPrefix, p.ID()}, binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
+			return err
+		}
+		err := tx.b.Commit(opts)
+		tx.b.Close()
+		return err
+	}
+	for k := 0; k < n; k++ {
+		seq, v := at(k)
+		if v != nil {
+			if reader != nil && reader.NeedsRead(v) && tx.b.Count() > 0 {
+				if err := commit(); err != nil {
+					return err
+				}
+				tx.b = db.NewBatch()
+			}
+			if err := p.Apply(tx, seq, v); err != nil {
+				tx.b.Close()
+				return fmt.Errorf("projections: %s at %d: %w", p.Name(), seq, err)
+			}
+		}
+		last = seq
+	}
+	return commit()
 }
 
 var errStopped = errors.New("projections: replay stopped")
