@@ -20,11 +20,16 @@ unit:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 
-# Each fuzz target briefly; FUZZTIME=10m make fuzz for a longer run.
+# Each fuzz target briefly (their seed corpora also run in `unit`);
+# FUZZTIME=10m make fuzz for a longer run.
+FUZZ_TARGETS = dag:FuzzCanonical dag:FuzzParseEvent stateres:FuzzResolve log:FuzzDecodeEnvelope \
+	projections:FuzzDecodeRecord bench:FuzzReadResult
 fuzz:
-	$(GO) test ./dag -run='^$$' -fuzz='^FuzzCanonical$$' -fuzztime=$(FUZZTIME)
-	$(GO) test ./dag -run='^$$' -fuzz='^FuzzParseEvent$$' -fuzztime=$(FUZZTIME)
-	$(GO) test ./stateres -run='^$$' -fuzz='^FuzzResolve$$' -fuzztime=$(FUZZTIME)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t#*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test ./$$pkg -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME); \
+	done
 
 e2e: build e2e/node_modules/.installed
 	cd e2e && ENGRAM_BIN=$(CURDIR)/bin/engram node --test --test-concurrency=1 *.test.mjs
