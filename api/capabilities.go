@@ -1,25 +1,8 @@
 package api
 
 import (
-	_ "embed"
-	"strings"
-
 	"engram/dag"
 )
-
-// The server-default push rules, as the spec defines them ("Predefined
-// Rules"), with @USER@ standing for the user's ID. User-defined rules and
-// rule changes come with the push rules work; until then every user has the
-// defaults.
-//
-//go:embed pushrules_default.json
-var defaultPushRules string
-
-func (s *Server) pushRules(r *Req) error {
-	body := strings.ReplaceAll(defaultPushRules, "@USER@", r.User)
-	r.raw(200, []byte(body))
-	return nil
-}
 
 func (s *Server) capabilities(r *Req) error {
 	avail := map[string]string{}
@@ -28,12 +11,15 @@ func (s *Server) capabilities(r *Req) error {
 			avail[v] = "stable"
 		}
 	}
+	// What the account endpoints actually offer: password changes, profile
+	// fields (all of them, spec 1.16), no 3PIDs, login tokens when enabled.
 	return r.json(map[string]any{"capabilities": map[string]any{
 		"m.room_versions":   map[string]any{"default": s.cfg.DefaultRoomVersion, "available": avail},
-		"m.change_password": map[string]bool{"enabled": false},
-		"m.set_displayname": map[string]bool{"enabled": false},
-		"m.set_avatar_url":  map[string]bool{"enabled": false},
+		"m.change_password": map[string]bool{"enabled": true},
+		"m.set_displayname": map[string]bool{"enabled": true},
+		"m.set_avatar_url":  map[string]bool{"enabled": true},
+		"m.profile_fields":  map[string]bool{"enabled": true},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
-		"m.get_login_token": map[string]bool{"enabled": false},
+		"m.get_login_token": map[string]bool{"enabled": s.cfg.Accounts.LoginToken},
 	}})
 }

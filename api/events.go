@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"engram/dag"
 	"engram/projections"
 )
 
@@ -22,6 +23,13 @@ type pduView struct {
 // event" of the spec: no hashes, signatures, prev/auth events or depth).
 // The viewer's own transaction ID goes in unsigned.
 func appendClientEvent(b []byte, rec *projections.EventRecord, viewer, device string, now int64) []byte {
+	return appendClientEventWith(b, rec, viewer, device, now, nil)
+}
+
+// appendClientEventWith is appendClientEvent with extra members of unsigned
+// (already encoded, `"key":value` pairs separated by commas), such as
+// redacted_because or prev_content.
+func appendClientEventWith(b []byte, rec *projections.EventRecord, viewer, device string, now int64, unsigned []byte) []byte {
 	var v pduView
 	if err := json.Unmarshal(rec.PDU, &v); err != nil {
 		v.Content = json.RawMessage("{}")
@@ -35,6 +43,16 @@ func appendClientEvent(b []byte, rec *projections.EventRecord, viewer, device st
 	b = appendJSONString(b, rec.EventID)
 	b = append(b, `,"origin_server_ts":`...)
 	b = strconv.AppendInt(b, v.OriginServerTS, 10)
+	if v.Redacts == "" && v.Type == "m.room.redaction" {
+		// Room versions 11+ carry redacts in content; Synapse also serves it
+		// at the top level so older clients keep working.
+		var c struct {
+			Redacts string `json:"redacts"`
+		}
+		if json.Unmarshal(v.Content, &c) == nil {
+			v.Redacts = c.Redacts
+		}
+	}
 	if v.Redacts != "" {
 		b = append(b, `,"redacts":`...)
 		b = appendJSONString(b, v.Redacts)
@@ -54,6 +72,10 @@ func appendClientEvent(b []byte, rec *projections.EventRecord, viewer, device st
 	if txn, ok := txnFor(rec.Txn, viewer, device); ok {
 		b = append(b, `,"transaction_id":`...)
 		b = appendJSONString(b, txn)
+	}
+	if len(unsigned) > 0 {
+		b = append(b, ',')
+		b = append(b, unsigned...)
 	}
 	return append(b, "}}"...)
 }
@@ -87,7 +109,68 @@ func (s *Server) appendEventList(b []byte, seqs []uint64, viewer, device string,
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendClientEvent(b, rec, viewer, device, now)
+		b = s.appendServedEvent(b, rec, seq, viewer, device, now)
 	}
 	return append(b, ']'), nil
+}
+
+// appendServedEvent appends an event as this server serves it to clients:
+// in its redacted form once an applicable redaction was accepted ("the
+// server should ... send the redacted event" with
+// unsigned.redacted_because), and for state events with what it replaced
+// (unsigned.replaces_state, prev_content, prev_sender), as Synapse does. seq
+// is the event's log position.
+func (s *Server) appendServedEvent(b []byte, rec *projections.EventRecord, seq uint64, viewer, device string, now int64) []byte {
+	served, because := s.servedRecord(rec)
+	var unsigned []byte
+	if because != nil {
+		unsigned = append(unsigned, `"redacted_because":`...)
+		unsigned = appendClientEventWith(unsigned, because, viewer, device, now, nil)
+	}
+	if rec.StateKey != nil && rec.Status == projections.Accepted && seq > 1 {
+		if prevID, _, err := s.store.StateEventAt(rec.RoomID, rec.Type, *rec.StateKey, seq-1); err == nil && prevID != rec.EventID {
+			if prev, _, err := s.store.Event(prevID); err == nil {
+				prev, _ = s.servedRecord(prev)
+				var pv pduView
+				if json.Unmarshal(prev.PDU, &pv) == nil && len(pv.Content) > 0 {
+					if len(unsigned) > 0 {
+						unsigned = append(unsigned, ',')
+					}
+					unsigned = append(unsigned, `"prev_content":`...)
+					unsigned = append(unsigned, pv.Content...)
+					unsigned = append(unsigned, `,"prev_sender":`...)
+					unsigned = appendJSONString(unsigned, pv.Sender)
+					unsigned = append(unsigned, `,"replaces_state":`...)
+					unsigned = appendJSONString(unsigned, prevID)
+				}
+			}
+		}
+	}
+	unsigned = s.appendBundledRelations(unsigned, rec, because != nil, viewer, device, now) // relations.go
+	return appendClientEventWith(b, served, viewer, device, now, unsigned)
+}
+
+// servedRecord returns the record as served: a copy holding the redacted
+// PDU, and the redaction, when a redaction applies to it; rec itself
+// otherwise.
+func (s *Server) servedRecord(rec *projections.EventRecord) (*projections.EventRecord, *projections.EventRecord) {
+	rid, _, err := s.store.RedactedBy(rec.RoomID, rec.EventID)
+	if err != nil {
+		return rec, nil
+	}
+	red, _, err := s.store.Event(rid)
+	if err != nil || !s.redactionApplies(rec, red) {
+		return rec, nil
+	}
+	ver := dag.Version(rec.RoomVersion)
+	if ver == nil {
+		return rec, nil
+	}
+	pdu, err := dag.Redact(rec.PDU, ver)
+	if err != nil {
+		return rec, nil
+	}
+	cp := *rec
+	cp.PDU = pdu
+	return &cp, red
 }

@@ -1,59 +1,117 @@
 package api
 
 import (
+	"errors"
 	"strconv"
 
 	"engram/projections"
 )
 
-// visibleRange returns the log positions of a room's history the user may
-// read: (0, upto] while joined, up to the leaving event after leaving.
-// History visibility settings refine this in a later change.
-func (s *Server) visibleRange(room, user string) (uint64, bool, error) {
-	m, err := s.store.MemberOf(room, user)
-	if err != nil {
-		return 0, false, err
+// Pagination tokens are log positions (tokens.go): paginating backwards
+// from P returns events at or before P, forwards from P events after P.
+
+const (
+	defaultPageLimit = 10
+	maxPageLimit     = 1000
+	// pageScanBudget bounds the events one request looks at beyond its
+	// limit, so paging through history the user may not see (or that the
+	// filter drops) costs bounded work per request: the answer then has a
+	// short chunk and an end token to continue from.
+	pageScanBudget = 2000
+)
+
+// pageScan walks a room's timeline between positions lo and hi (both
+// exclusive), backwards from hi or forwards from lo, and returns up to
+// limit positions that pass the filter and the user's history visibility,
+// in walk order. last is the last position looked at (0 if none) and more
+// whether the walk stopped before the end of the range.
+func (s *Server) pageScan(room, user string, f *roomEventFilter, lo, hi uint64, backwards bool, limit int) (out []uint64, last uint64, more bool, err error) {
+	scanned := 0
+	for len(out) < limit && lo+1 < hi {
+		n := min(max(2*(limit-len(out)), 20), 500)
+		batch, err := s.store.Timeline(room, lo, hi, backwards, n)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		if len(batch) == 0 {
+			return out, last, false, nil
+		}
+		exhausted := len(batch) < n
+		visible, err := s.filterVisible(user, room, append([]uint64(nil), batch...))
+		if err != nil {
+			return nil, 0, false, err
+		}
+		vi := 0
+		for _, q := range batch {
+			last = q
+			scanned++
+			if backwards {
+				hi = q
+			} else {
+				lo = q
+			}
+			if vi < len(visible) && visible[vi] == q {
+				vi++
+				rec, err := s.store.Record(q)
+				if err != nil {
+					return nil, 0, false, err
+				}
+				if f.match(rec) {
+					out = append(out, q)
+					if len(out) == limit {
+						return out, last, !(exhausted && q == batch[len(batch)-1]), nil
+					}
+				}
+			}
+		}
+		if exhausted {
+			return out, last, false, nil
+		}
+		if scanned >= pageScanBudget {
+			return out, last, true, nil
+		}
 	}
-	switch m.Membership {
-	case projections.MemberJoin:
-		return s.log.Last(), true, nil
-	case projections.MemberLeave, projections.MemberBan:
-		return m.Seq, true, nil
+	return out, last, lo+1 < hi, nil
+}
+
+func parseLimit(r *Req, def int) (int, *Error) {
+	l := r.Query("limit")
+	if l == "" {
+		return def, nil
 	}
-	return 0, false, nil
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 0 {
+		return 0, errInvalid("Invalid limit")
+	}
+	return min(n, maxPageLimit), nil
 }
 
 // messages serves GET /rooms/{roomId}/messages.
 func (s *Server) messages(r *Req) error {
 	room := r.Param("roomId")
-	upto, ok, err := s.visibleRange(room, r.User)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errForbidden("You are not in this room")
-	}
 	dir := r.Query("dir")
 	if dir != "b" && dir != "f" {
 		return errInvalid("dir must be b or f")
 	}
-	limit := 10
-	if l := r.Query("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 0 {
-			return errInvalid("Invalid limit")
-		}
-		limit = min(n, 1000)
+	limit, e := parseLimit(r, defaultPageLimit)
+	if e != nil {
+		return e
+	}
+	f, e := parseRoomEventFilter(r)
+	if e != nil {
+		return e
+	}
+	if f.Limit != nil && *f.Limit > 0 && r.Query("limit") == "" {
+		limit = min(*f.Limit, maxPageLimit)
 	}
 	var from uint64
-	if f := r.Query("from"); f != "" {
-		p, ok := parseToken(f)
+	hasFrom := false
+	if t := r.Query("from"); t != "" {
+		p, ok := parseToken(t)
 		if !ok {
 			return errInvalid("Invalid from token")
 		}
-		from = p
-	} else if dir == "b" {
-		from = upto
+		from, hasFrom = p, true
 	}
 	var to uint64
 	hasTo := false
@@ -64,41 +122,44 @@ func (s *Server) messages(r *Req) error {
 		}
 		to, hasTo = p, true
 	}
+	acc, err := s.readAccess(room, r.User, true)
+	if err != nil {
+		return err
+	}
+	upto := acc.upto
+	if !hasFrom && dir == "b" {
+		from = upto
+	}
 
 	var seqs []uint64
+	var last uint64
+	more := false
 	if limit > 0 {
 		if dir == "b" {
 			lo := uint64(0)
 			if hasTo {
 				lo = to
 			}
-			seqs, err = s.store.Timeline(room, lo, min(from, upto)+1, true, limit)
+			seqs, last, more, err = s.pageScan(room, r.User, f, lo, min(from, upto)+1, true, limit)
 		} else {
 			hi := upto + 1
 			if hasTo {
 				hi = min(hi, to+1)
 			}
-			seqs, err = s.store.Timeline(room, from, hi, false, limit)
+			seqs, last, more, err = s.pageScan(room, r.User, f, from, hi, false, limit)
 		}
 		if err != nil {
 			return err
 		}
 	}
-	// end is computed from what was scanned, before visibility filtering,
-	// so pagination moves past hidden events instead of stopping at them.
-	scanned := seqs
-	if seqs, err = s.filterVisible(r.User, room, seqs); err != nil {
-		return err
-	}
+	now := nowMS()
 	b := append(make([]byte, 0, 1024), `{"chunk":`...)
-	b, err = s.appendEventList(b, seqs, r.User, r.Device, nowMS())
-	if err != nil {
+	if b, err = s.appendEventList(b, seqs, r.User, r.Device, now); err != nil {
 		return err
 	}
 	b = append(b, `,"start":`...)
 	b = appendJSONString(b, pageToken(from))
-	if len(scanned) == limit && limit > 0 {
-		last := scanned[len(scanned)-1]
+	if more && last > 0 {
 		end := last
 		if dir == "b" {
 			end = last - 1
@@ -106,6 +167,178 @@ func (s *Server) messages(r *Req) error {
 		b = append(b, `,"end":`...)
 		b = appendJSONString(b, pageToken(end))
 	}
+	if f.LazyLoadMembers && len(seqs) > 0 {
+		state, err := s.senderMembers(room, seqs, seqs[0])
+		if err != nil {
+			return err
+		}
+		b = append(b, `,"state":`...)
+		if b, err = s.appendEventList(b, state, r.User, r.Device, now); err != nil {
+			return err
+		}
+	}
+	r.raw(200, append(b, '}'))
+	return nil
+}
+
+// senderMembers returns the positions of the membership events, as of
+// position at, of the senders of the events at seqs: what lazy-loading
+// clients need to render them.
+func (s *Server) senderMembers(room string, seqs []uint64, at uint64) ([]uint64, error) {
+	seen := map[string]bool{}
+	var out []uint64
+	for _, q := range seqs {
+		rec, err := s.store.Record(q)
+		if err != nil {
+			return nil, err
+		}
+		if seen[rec.Sender] {
+			continue
+		}
+		seen[rec.Sender] = true
+		id, _, err := s.store.StateEventAt(room, "m.room.member", rec.Sender, at)
+		if errors.Is(err, projections.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		pos, _, err := s.store.EventPos(id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, pos)
+	}
+	return out, nil
+}
+
+// roomEvent loads an accepted event of a room by ID (ErrNotFound otherwise).
+func (s *Server) roomEvent(room, id string) (*projections.EventRecord, uint64, error) {
+	rec, seq, err := s.store.Event(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	if rec.RoomID != room || rec.Status != projections.Accepted {
+		return nil, 0, projections.ErrNotFound
+	}
+	return rec, seq, nil
+}
+
+// getEvent serves GET /rooms/{roomId}/event/{eventId}: "404: The event was
+// not found or you do not have permission to read this event."
+func (s *Server) getEvent(r *Req) error {
+	room := r.Param("roomId")
+	rec, seq, err := s.roomEvent(room, r.Param("eventId"))
+	if errors.Is(err, projections.ErrNotFound) {
+		return errNotFound("Event not found")
+	}
+	if err != nil {
+		return err
+	}
+	vis, err := s.filterVisible(r.User, room, []uint64{seq})
+	if err != nil {
+		return err
+	}
+	if len(vis) == 0 {
+		return errNotFound("Event not found")
+	}
+	r.raw(200, s.appendServedEvent(nil, rec, seq, r.User, r.Device, nowMS()))
+	return nil
+}
+
+// eventContext serves GET /rooms/{roomId}/context/{eventId}: the event,
+// up to limit events around it (half before, half after, as Synapse
+// splits it), the state at the last event returned, and tokens to page on
+// from either end.
+func (s *Server) eventContext(r *Req) error {
+	room := r.Param("roomId")
+	limit, e := parseLimit(r, defaultPageLimit)
+	if e != nil {
+		return e
+	}
+	f, e := parseRoomEventFilter(r)
+	if e != nil {
+		return e
+	}
+	rec, seq, err := s.roomEvent(room, r.Param("eventId"))
+	if errors.Is(err, projections.ErrNotFound) {
+		return errNotFound("Event not found")
+	}
+	if err != nil {
+		return err
+	}
+	vis, err := s.filterVisible(r.User, room, []uint64{seq})
+	if err != nil {
+		return err
+	}
+	if len(vis) == 0 {
+		return errForbidden("You don't have permission to access that event.")
+	}
+	beforeLimit := limit / 2
+	afterLimit := limit - beforeLimit
+	var before, after []uint64
+	if beforeLimit > 0 {
+		if before, _, _, err = s.pageScan(room, r.User, f, 0, seq, true, beforeLimit); err != nil {
+			return err
+		}
+	}
+	if afterLimit > 0 {
+		if after, _, _, err = s.pageScan(room, r.User, f, seq, s.log.Last()+1, false, afterLimit); err != nil {
+			return err
+		}
+	}
+	start, end, lastSeq := seq-1, seq, seq
+	if len(before) > 0 {
+		start = before[len(before)-1] - 1
+	}
+	if len(after) > 0 {
+		end = after[len(after)-1]
+		lastSeq = end
+	}
+	var state []uint64
+	if f.LazyLoadMembers {
+		all := append(append(append([]uint64(nil), before...), seq), after...)
+		if state, err = s.senderMembers(room, all, lastSeq); err != nil {
+			return err
+		}
+	} else {
+		entries, err := s.store.StateAt(room, "", lastSeq)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			pos, _, err := s.store.EventPos(e.EventID)
+			if err != nil {
+				return err
+			}
+			srec, err := s.store.Record(pos)
+			if err != nil {
+				return err
+			}
+			if f.match(srec) {
+				state = append(state, pos)
+			}
+		}
+	}
+	now := nowMS()
+	b := append(make([]byte, 0, 2048), `{"event":`...)
+	b = s.appendServedEvent(b, rec, seq, r.User, r.Device, now)
+	b = append(b, `,"events_before":`...)
+	if b, err = s.appendEventList(b, before, r.User, r.Device, now); err != nil {
+		return err
+	}
+	b = append(b, `,"events_after":`...)
+	if b, err = s.appendEventList(b, after, r.User, r.Device, now); err != nil {
+		return err
+	}
+	b = append(b, `,"state":`...)
+	if b, err = s.appendEventList(b, state, r.User, r.Device, now); err != nil {
+		return err
+	}
+	b = append(b, `,"start":`...)
+	b = appendJSONString(b, pageToken(start))
+	b = append(b, `,"end":`...)
+	b = appendJSONString(b, pageToken(end))
 	r.raw(200, append(b, '}'))
 	return nil
 }

@@ -18,6 +18,8 @@ func (s *Server) routes() {
 	s.accountRoutes()
 	s.roomRoutes()
 	s.syncRoutes()
+	s.e2eeRoutes()
+	s.relationRoutes()
 }
 
 const rootHTML = `<!doctype html>

@@ -31,6 +31,11 @@ type Config struct {
 	PasswordCost             int // bcrypt cost
 	DefaultRoomVersion       string
 	EnableMetrics            bool // serve Prometheus metrics at /metrics
+	// Accounts configures registration, login, tokens and rate limits (api/accounts.go).
+	Accounts AccountConfig
+	// DisablePresence turns presence off (config presence_enabled: false):
+	// no presence in /sync, and PUT /presence is accepted and ignored.
+	DisablePresence bool
 }
 
 // Server is the client-server API.
@@ -45,6 +50,13 @@ type Server struct {
 	http     *fasthttp.Server
 	started  time.Time
 	metrics  metrics
+	// remoteJoin joins a room through federation (see SetRemoteJoin).
+	remoteJoin func(room, user string, via []string) (string, error)
+	// e2ee coordinates end-to-end encryption writes (api/e2ee.go).
+	e2ee e2eeState
+	// hub holds /sync's in-memory streams (typing, presence) and background
+	// workers (pushers); api/sync_hub.go.
+	hub *syncHub
 }
 
 // New builds the API server.
@@ -86,7 +98,11 @@ func New(cfg Config, l *log.Log, store *projections.Store, seq *rooms.Sequencer,
 func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
 
 // Shutdown stops accepting requests and waits for those in flight.
-func (s *Server) Shutdown() error { return s.http.Shutdown() }
+func (s *Server) Shutdown() error {
+	err := s.http.Shutdown()
+	s.hub.close()
+	return err
+}
 
 // Handle is the fasthttp entry point.
 func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
@@ -161,9 +177,9 @@ func (s *Server) authenticate(r *Req) *Error {
 	if len(tok) == 0 {
 		return merr(401, "M_MISSING_TOKEN", "Missing access token")
 	}
-	user, device, err := s.store.TokenOwner(tokenHash(tok))
-	if err != nil {
-		return &Error{Status: 401, Code: "M_UNKNOWN_TOKEN", Message: "Unrecognised access token", Extra: `"soft_logout":false`}
+	user, device, e := s.tokenOwner(tok) // api/accounts.go: expiry, soft logout
+	if e != nil {
+		return e
 	}
 	r.User, r.Device = user, device
 	return nil

@@ -1,68 +1,60 @@
 package api
 
 import (
-	"encoding/json"
+	"errors"
 	"strconv"
 	"time"
 
 	"engram/projections"
 )
 
+// /sync (client-server-api, "Syncing"). A sync token is a position in
+// every stream /sync serves (tokens.go): the log (room events, receipts,
+// account data, push rules, notification counts: all folded from log
+// records) and the in-memory ephemeral streams (typing, presence). An
+// incremental sync answers what changed between the since token and "now",
+// found by scanning the change streams of that window, so its cost is
+// proportional to what changed, not to how many rooms the user is in.
+//
+// A long-poll waits on the log's and the ephemeral streams' change
+// channels, and on each wake looks only at the new part of the window; it
+// answers as soon as something the user can see changed (an event, a
+// receipt or typing in one of their rooms, their account data or push
+// rules, presence of someone they share a room with), or at the timeout.
+
 func (s *Server) syncRoutes() {
+	s.hub = newSyncHub(s)
+	s.hub.start()
 	rt := &s.rt
 	rt.client("GET", "/sync", authed, s.sync)
 	rt.client("POST", "/user/{userId}/filter", authed, s.postFilter)
 	rt.client("GET", "/user/{userId}/filter/{filterId}", authed, s.getFilter)
-	rt.client("GET", "/pushrules/", authed, s.pushRules)
+	s.typingRoutes()
+	s.receiptRoutes()
+	s.presenceRoutes()
+	s.accountDataRoutes()
+	s.pushRuleRoutes()
+	s.pusherRoutes()
+	s.notificationRoutes()
 }
 
-// syncFilter is the part of a filter /sync honours so far.
-type syncFilter struct {
-	Room struct {
-		Timeline struct {
-			Limit *int `json:"limit"`
-		} `json:"timeline"`
-		IncludeLeave bool `json:"include_leave"`
-	} `json:"room"`
-}
+const maxSyncTimeout = 5 * time.Minute
 
-const (
-	defaultTimelineLimit = 10
-	maxSyncTimeout       = 5 * time.Minute
-)
-
-func (s *Server) syncFilter(r *Req) (*syncFilter, *Error) {
-	f := &syncFilter{}
-	raw := r.Query("filter")
-	if raw == "" {
-		return f, nil
-	}
-	var body []byte
-	if raw[0] == '{' {
-		body = []byte(raw)
-	} else {
-		stored, err := s.store.Filter(r.User, raw)
-		if err != nil {
-			return nil, errNotFound("No such filter")
-		}
-		body = stored
-	}
-	if e := decodeJSON(body, f); e != nil {
-		return nil, e
-	}
-	return f, nil
+// syncRequest is one /sync call, parsed.
+type syncRequest struct {
+	user, device string
+	filter       *syncFilter
+	since        syncPos
+	hasSince     bool
+	fullState    bool
 }
 
 // sync serves GET /sync: initial without since, incremental with it,
 // long-polling up to timeout for something the user can see to happen.
 func (s *Server) sync(r *Req) error {
-	f, e := s.syncFilter(r)
+	f, e := s.parseSyncFilter(r.User, r.Query("filter"))
 	if e != nil {
 		return e
-	}
-	limit := defaultTimelineLimit
-	if l := f.Room.Timeline.Limit; l != nil {
-		limit = max(1, min(*l, 500))
 	}
 	var timeout time.Duration
 	if t := r.Query("timeout"); t != "" {
@@ -70,336 +62,449 @@ func (s *Server) sync(r *Req) error {
 		if err != nil || ms < 0 {
 			return errInvalid("Invalid timeout")
 		}
-		timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+		timeout = min(time.Duration(min(ms, int64(maxSyncTimeout/time.Millisecond)))*time.Millisecond, maxSyncTimeout)
 	}
-	fullState := r.Query("full_state") == "true"
-	st := &syncState{s: s, user: r.User, device: r.Device, limit: limit, now: nowMS()}
-
-	since := r.Query("since")
-	if since == "" {
-		st.upto = s.log.Last()
-		if err := st.initial(); err != nil {
-			return err
-		}
-		r.raw(200, st.encode())
-		return nil
+	setPresence := r.Query("set_presence")
+	switch setPresence {
+	case "", "online", "offline", "unavailable":
+	default:
+		return errInvalid("set_presence must be online, offline or unavailable")
 	}
-	sincePos, ok := parseToken(since)
-	if !ok {
-		return errInvalid("Invalid since token")
+	var fullState bool
+	switch r.Query("full_state") {
+	case "", "false":
+	case "true":
+		fullState = true
+	default:
+		return errInvalid("full_state must be true or false")
 	}
-	deadline := time.Now().Add(timeout)
-	checked := sincePos
-	for {
-		changed := s.log.Changed() // before Last(): a commit between them still wakes us
-		upto := s.log.Last()
-		if sincePos > upto {
-			sincePos = upto // a token from the future cannot happen with a durable log; clamp
+	req := &syncRequest{user: r.User, device: r.Device, filter: f, fullState: fullState}
+	if t := r.Query("since"); t != "" {
+		p, ok := parseSyncToken(t)
+		if !ok {
+			return errInvalid("Invalid since token")
 		}
-		if err := st.collect(checked, upto); err != nil {
-			return err
-		}
-		checked = upto
-		st.upto = upto
-		if len(st.rooms) > 0 || fullState || !time.Now().Before(deadline) {
-			break
-		}
-		select {
-		case <-changed:
-		case <-time.After(time.Until(deadline)):
-		case <-r.ctx.Done():
-			return nil
-		}
+		req.since, req.hasSince = p, true
 	}
-	st.since = sincePos
-	if err := st.incremental(fullState); err != nil {
+	s.presenceSyncing(r.User, setPresence)
+	defer s.presenceSyncDone(r.User)
+	body, err := s.runSync(r.ctx.Done(), req, timeout)
+	if err != nil || body == nil {
 		return err
 	}
-	r.raw(200, st.encode())
+	r.raw(200, body)
 	return nil
 }
 
-// syncState builds one /sync response.
-type syncState struct {
-	s            *Server
-	user, device string
-	limit        int
-	now          int64
-	since, upto  uint64
-
-	rooms   map[string]projections.Member // changed rooms the user has a membership in
-	order   []string
-	join    []byte // "roomid":{...} members, comma separated
-	invite  []byte
-	leave   []byte
-	checked map[string]bool
+// runSync computes a /sync response, waiting up to timeout for news when
+// the request is incremental. It returns nil, nil when done closes first.
+func (s *Server) runSync(done <-chan struct{}, req *syncRequest, timeout time.Duration) ([]byte, error) {
+	if !req.hasSince {
+		st := newSyncState(s, req, syncPos{})
+		st.initial = true
+		s.hub.lazy.reset(req.user, req.device)
+		return st.build(syncPos{log: s.log.Last(), eph: s.hub.ephPos()})
+	}
+	since := req.since
+	s.hub.observe(since.eph)
+	if last := s.log.Last(); since.log > last {
+		since.log = last // a token from the future cannot happen with a durable log; clamp
+	}
+	if req.fullState {
+		s.hub.lazy.reset(req.user, req.device)
+	}
+	st := newSyncState(s, req, since)
+	deadline := time.Now().Add(timeout)
+	checked := since
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		logCh, ephCh := s.log.Changed(), s.hub.changed() // before the positions: a change between them still wakes us
+		upto := syncPos{log: s.log.Last(), eph: s.hub.ephPos()}
+		if err := st.collect(checked, upto); err != nil {
+			return nil, err
+		}
+		checked = upto
+		expired := !time.Now().Before(deadline)
+		if st.pending() || req.fullState || expired {
+			body, err := st.build(upto)
+			if err != nil {
+				return nil, err
+			}
+			if st.nonEmpty || req.fullState || expired {
+				return body, nil
+			}
+		}
+		if timer == nil {
+			timer = time.NewTimer(time.Until(deadline))
+		}
+		s.hub.waiting.Add(1)
+		select {
+		case <-logCh:
+		case <-ephCh:
+		case <-timer.C:
+		case <-done:
+			s.hub.waiting.Add(-1)
+			return nil, nil
+		}
+		s.hub.waiting.Add(-1)
+	}
 }
 
-// collect notes the rooms with activity in (after, upto] that the user has a
-// membership in. Its cost is proportional to the activity, not to the number
-// of rooms the user is in.
-func (st *syncState) collect(after, upto uint64) error {
-	if st.rooms == nil {
-		st.rooms, st.checked = map[string]projections.Member{}, map[string]bool{}
-	}
+// syncState gathers and builds one /sync response.
+type syncState struct {
+	s            *Server
+	req          *syncRequest
+	f            *syncFilter
+	user, device string
+	since, upto  syncPos
+	initial      bool
+	now          int64
+
+	// What incremental collection found, in the order first seen.
+	rooms       map[string]bool // rooms with news the user may see
+	roomOrder   []string
+	roomAD      map[string][]string // room -> account data types changed
+	typingRooms map[string]bool
+	globalAD    []string
+	presence    []string
+	seen        map[string]bool // dedup of globalAD/presence entries
+	extChanged  bool
+
+	shares  map[string]bool // presence visibility memo
+	ignored map[string]bool // m.ignored_user_list, loaded once
+
+	nonEmpty bool
+}
+
+func newSyncState(s *Server, req *syncRequest, since syncPos) *syncState {
+	return &syncState{s: s, req: req, f: req.filter, user: req.user, device: req.device, since: since,
+		rooms: map[string]bool{}, roomAD: map[string][]string{}, typingRooms: map[string]bool{},
+		seen: map[string]bool{}, shares: map[string]bool{}}
+}
+
+// pending reports whether collection found anything.
+func (st *syncState) pending() bool {
+	return len(st.rooms) > 0 || len(st.globalAD) > 0 || len(st.presence) > 0 || st.extChanged
+}
+
+// collect notes what changed in (from, to] that the user may see. Its
+// cost is proportional to the activity in the window.
+func (st *syncState) collect(from, to syncPos) error {
+	s := st.s
 	var ferr error
-	err := st.s.store.Changes(after, upto, func(_ uint64, room string) bool {
-		if st.checked[room] {
+	touch := func(room string) bool {
+		if st.rooms[room] {
 			return true
 		}
-		st.checked[room] = true
-		m, err := st.s.store.MemberOf(room, st.user)
+		ok, err := st.relevant(room)
 		if err != nil {
 			ferr = err
 			return false
 		}
-		if m.Membership != 0 {
-			st.rooms[room] = m
-			st.order = append(st.order, room)
+		if ok {
+			st.rooms[room] = true
+			st.roomOrder = append(st.roomOrder, room)
 		}
 		return true
-	})
-	if err == nil {
-		err = ferr
 	}
-	return err
-}
-
-func (st *syncState) initial() error {
-	urs, err := st.s.store.UserRooms(st.user)
-	if err != nil {
-		return err
-	}
-	for _, u := range urs {
-		m := projections.Member{UserID: st.user, Membership: u.Membership, Seq: u.Seq}
-		switch u.Membership {
-		case projections.MemberJoin:
-			if err := st.joined(u.RoomID, m, true); err != nil {
+	if to.log > from.log {
+		if err := s.store.Changes(from.log, to.log, func(_ uint64, room string) bool { return touch(room) }); err != nil {
+			return err
+		}
+		if ferr != nil {
+			return ferr
+		}
+		err := s.store.ReceiptStream(from.log, to.log, func(_ uint64, room, user, typ string) bool {
+			if typ == projections.ReceiptReadPrivate && user != st.user {
+				return true // others' private receipts are never shown
+			}
+			return touch(room)
+		})
+		if err != nil {
+			return err
+		}
+		if ferr != nil {
+			return ferr
+		}
+		err = s.store.AccountDataChanges(st.user, from.log, to.log, func(_ uint64, room, typ string) bool {
+			if room == "" {
+				if !st.seen["a"+typ] {
+					st.seen["a"+typ] = true
+					st.globalAD = append(st.globalAD, typ)
+				}
+				return true
+			}
+			if !containsStr(st.roomAD[room], typ) {
+				st.roomAD[room] = append(st.roomAD[room], typ)
+			}
+			return touch(room)
+		})
+		if err != nil {
+			return err
+		}
+		if ferr != nil {
+			return ferr
+		}
+		for _, ext := range activeSyncExtensions() {
+			if ext.changed == nil {
+				continue
+			}
+			ch, err := ext.changed(st, from.log, to.log)
+			if err != nil {
 				return err
 			}
-		case projections.MemberInvite:
-			if err := st.invited(u.RoomID, m); err != nil {
+			st.extChanged = st.extChanged || ch
+		}
+	}
+	if to.eph > from.eph {
+		for _, room := range s.hub.typingChanges(from.eph, to.eph) {
+			m, err := s.store.MemberOf(room, st.user)
+			if err != nil {
 				return err
+			}
+			if m.Membership == projections.MemberJoin {
+				st.typingRooms[room] = true
+				touch(room)
+			}
+		}
+		if ferr != nil {
+			return ferr
+		}
+		users, err := st.presenceChanges(from.eph, to.eph)
+		if err != nil {
+			return err
+		}
+		for _, u := range users {
+			if !st.seen["p"+u] {
+				st.seen["p"+u] = true
+				st.presence = append(st.presence, u)
 			}
 		}
 	}
 	return nil
 }
 
-func (st *syncState) incremental(fullState bool) error {
-	if fullState {
+// relevant reports whether news in a room concerns the user: they are
+// joined, or their membership changed since the since token.
+func (st *syncState) relevant(room string) (bool, error) {
+	if !st.f.roomAllowed(room) {
+		return false, nil
+	}
+	m, err := st.s.store.MemberOf(room, st.user)
+	if err != nil {
+		return false, err
+	}
+	return m.Membership == projections.MemberJoin || (m.Membership != 0 && m.Seq > st.since.log), nil
+}
+
+// membership returns the user's membership in a room as of log position
+// at: projection rows may run ahead of the durable position a sync answers
+// for, and the membership then comes from the room's history.
+func (st *syncState) membership(room string, at uint64) (projections.Member, error) {
+	m, err := st.s.store.MemberOf(room, st.user)
+	if err != nil || m.Seq <= at {
+		return m, err
+	}
+	id, pos, err := st.s.store.StateEventAt(room, "m.room.member", st.user, at)
+	if errors.Is(err, projections.ErrNotFound) {
+		return projections.Member{UserID: st.user}, nil
+	}
+	if err != nil {
+		return m, err
+	}
+	rec, _, err := st.s.store.Event(id)
+	if err != nil {
+		return m, err
+	}
+	return projections.Member{UserID: st.user, Membership: projections.MembershipCode(rec.Membership), Seq: pos, EventID: id}, nil
+}
+
+// build writes the response for (since, upto].
+func (st *syncState) build(upto syncPos) ([]byte, error) {
+	st.upto = upto
+	st.now = nowMS()
+	st.nonEmpty = false
+	var join, invite, leave, knock []byte
+	add := func(dst *[]byte, part []byte) {
+		if part == nil {
+			return
+		}
+		if len(*dst) > 0 {
+			*dst = append(*dst, ',')
+		}
+		*dst = append(*dst, part...)
+		st.nonEmpty = true
+	}
+	rooms, err := st.roomsToSend()
+	if err != nil {
+		return nil, err
+	}
+	for _, rm := range rooms {
+		var part []byte
+		var dst *[]byte
+		switch rm.m.Membership {
+		case projections.MemberJoin:
+			part, err = st.joinedRoom(rm.room, rm.m, rm.full, rm.newlyJoined)
+			dst = &join
+		case projections.MemberInvite:
+			part, err = st.strippedRoom(rm.room, rm.m, "invite_state")
+			dst = &invite
+		case projections.MemberKnock:
+			part, err = st.strippedRoom(rm.room, rm.m, "knock_state")
+			dst = &knock
+		case projections.MemberLeave, projections.MemberBan:
+			part, err = st.leftRoom(rm.room, rm.m)
+			dst = &leave
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		add(dst, part)
+	}
+
+	b := make([]byte, 0, 512+len(join)+len(invite)+len(leave)+len(knock))
+	b = append(b, `{"next_batch":`...)
+	b = appendJSONString(b, upto.token())
+	b = append(b, `,"rooms":{"join":{`...)
+	b = append(b, join...)
+	b = append(b, `},"invite":{`...)
+	b = append(b, invite...)
+	b = append(b, `},"leave":{`...)
+	b = append(b, leave...)
+	b = append(b, `},"knock":{`...)
+	b = append(b, knock...)
+	b = append(b, `}},"presence":{"events":`...)
+	var any bool
+	if b, any, err = st.appendPresence(b); err != nil {
+		return nil, err
+	}
+	st.nonEmpty = st.nonEmpty || any
+	b = append(b, `},"account_data":{"events":`...)
+	if b, any, err = st.appendGlobalAccountData(b); err != nil {
+		return nil, err
+	}
+	st.nonEmpty = st.nonEmpty || any
+	b = append(b, '}')
+	for _, ext := range activeSyncExtensions() {
+		b = append(b, ',')
+		b = appendJSONString(b, ext.key)
+		b = append(b, ':')
+		if b, any, err = ext.build(st, b); err != nil {
+			return nil, err
+		}
+		st.nonEmpty = st.nonEmpty || any
+	}
+	return append(b, '}'), nil
+}
+
+// roomToSend is a room of the response with the user's membership.
+type roomToSend struct {
+	room        string
+	m           projections.Member
+	full        bool // send the full state (initial sync, full_state, new join)
+	newlyJoined bool
+}
+
+// roomsToSend lists the rooms of the response: every room the user is in
+// for an initial or full_state sync, the collected ones otherwise.
+func (st *syncState) roomsToSend() ([]roomToSend, error) {
+	var out []roomToSend
+	seen := map[string]bool{}
+	if st.initial || st.req.fullState {
 		urs, err := st.s.store.UserRooms(st.user)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, u := range urs {
-			if _, ok := st.rooms[u.RoomID]; !ok && u.Membership == projections.MemberJoin {
-				st.rooms[u.RoomID] = projections.Member{UserID: st.user, Membership: u.Membership, Seq: u.Seq}
-				st.order = append(st.order, u.RoomID)
+			if !st.f.roomAllowed(u.RoomID) {
+				continue
 			}
+			m, err := st.membership(u.RoomID, st.upto.log)
+			if err != nil {
+				return nil, err
+			}
+			switch m.Membership {
+			case projections.MemberJoin:
+			case projections.MemberLeave, projections.MemberBan:
+				if st.initial {
+					if !st.f.Room.IncludeLeave {
+						continue
+					}
+					if forgot, err := st.s.store.Forgotten(st.user, u.RoomID); err != nil || forgot {
+						if err != nil {
+							return nil, err
+						}
+						continue
+					}
+				} else if m.Seq <= st.since.log {
+					continue
+				}
+			case projections.MemberInvite, projections.MemberKnock:
+				if !st.initial && m.Seq <= st.since.log {
+					continue
+				}
+			default:
+				continue
+			}
+			seen[u.RoomID] = true
+			out = append(out, roomToSend{room: u.RoomID, m: m, full: true, newlyJoined: st.initial || m.Seq > st.since.log})
+		}
+		if st.initial {
+			return out, nil
 		}
 	}
-	for _, room := range st.order {
-		m := st.rooms[room]
-		var err error
+	for _, room := range st.roomOrder {
+		if seen[room] {
+			continue
+		}
+		m, err := st.membership(room, st.upto.log)
+		if err != nil {
+			return nil, err
+		}
+		rs := roomToSend{room: room, m: m}
 		switch m.Membership {
 		case projections.MemberJoin:
-			err = st.joined(room, m, fullState || m.Seq > st.since)
-		case projections.MemberInvite:
-			if m.Seq > st.since {
-				err = st.invited(room, m)
+			if m.Seq > st.since.log {
+				before, err := st.membership(room, st.since.log)
+				if err != nil {
+					return nil, err
+				}
+				rs.newlyJoined = before.Membership != projections.MemberJoin
+				rs.full = rs.newlyJoined
 			}
-		case projections.MemberLeave, projections.MemberBan:
-			if m.Seq > st.since {
-				err = st.left(room, m)
+		case projections.MemberInvite, projections.MemberKnock, projections.MemberLeave, projections.MemberBan:
+			if m.Seq <= st.since.log {
+				continue
 			}
+		default:
+			continue
 		}
-		if err != nil {
-			return err
-		}
+		out = append(out, rs)
 	}
-	return nil
+	return out, nil
 }
 
-// timeline returns the newest positions of a room in (after, upto], oldest
-// first, and whether older ones were left out.
-func (st *syncState) timeline(room string, after, upto uint64) ([]uint64, bool, error) {
-	seqs, err := st.s.store.Timeline(room, after, upto+1, true, st.limit+1)
-	if err != nil {
-		return nil, false, err
+// ignoredUsers returns the user's m.ignored_user_list ("the server ...
+// MUST NOT send events from ignored users to the client").
+func (st *syncState) ignoredUsers() map[string]bool {
+	if st.ignored == nil {
+		st.ignored = st.s.ignoredUsers(st.user)
 	}
-	limited := len(seqs) > st.limit
-	if limited {
-		seqs = seqs[:st.limit]
-	}
-	if seqs, err = st.s.filterVisible(st.user, room, seqs); err != nil {
-		return nil, false, err
-	}
-	for i, j := 0, len(seqs)-1; i < j; i, j = i+1, j-1 {
-		seqs[i], seqs[j] = seqs[j], seqs[i]
-	}
-	return seqs, limited, nil
+	return st.ignored
 }
 
-// joined adds a room to the join section. full sends the whole current state
-// (initial sync, a new join, full_state); otherwise state carries the state
-// events skipped by a limited timeline.
-func (st *syncState) joined(room string, m projections.Member, full bool) error {
-	after := st.since
-	if full {
-		after = 0
-	}
-	seqs, limited, err := st.timeline(room, after, st.upto)
-	if err != nil {
-		return err
-	}
-	inTimeline := map[uint64]bool{}
-	for _, q := range seqs {
-		inTimeline[q] = true
-	}
-	var state []uint64
-	if full {
-		entries, err := st.s.store.CurrentState(room, "")
-		if err != nil {
-			return err
-		}
-		for _, e := range entries {
-			pos, _, err := st.s.store.EventPos(e.EventID)
-			if err != nil {
-				return err
-			}
-			if !inTimeline[pos] && pos <= st.upto {
-				state = append(state, pos)
-			}
-		}
-	} else if limited && len(seqs) > 0 {
-		skipped, err := st.s.store.Timeline(room, st.since, seqs[0], false, 10000)
-		if err != nil {
-			return err
-		}
-		for _, q := range skipped {
-			rec, err := st.s.store.Record(q)
-			if err != nil {
-				return err
-			}
-			if rec.IsState() {
-				state = append(state, q)
-			}
+func containsStr(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
 		}
 	}
-	b := st.join
-	if len(b) > 0 {
-		b = append(b, ',')
-	}
-	b = appendJSONString(b, room)
-	b = append(b, `:{"timeline":{"events":`...)
-	if b, err = st.s.appendEventList(b, seqs, st.user, st.device, st.now); err != nil {
-		return err
-	}
-	b = append(b, `,"limited":`...)
-	b = strconv.AppendBool(b, limited)
-	prev := st.since
-	if len(seqs) > 0 {
-		prev = seqs[0] - 1
-	}
-	b = append(b, `,"prev_batch":`...)
-	b = appendJSONString(b, pageToken(prev))
-	b = append(b, `},"state":{"events":`...)
-	if b, err = st.s.appendEventList(b, state, st.user, st.device, st.now); err != nil {
-		return err
-	}
-	b = append(b, `},"ephemeral":{"events":[]},"account_data":{"events":[]},"unread_notifications":{"notification_count":0,"highlight_count":0}}`...)
-	st.join = b
-	return nil
-}
-
-// strippedTypes are the state events an invitee sees (the spec's
-// recommended stripped state).
-var strippedTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
-	"m.room.canonical_alias", "m.room.encryption", "m.room.topic"}
-
-func (st *syncState) invited(room string, m projections.Member) error {
-	var ids []string
-	for _, t := range strippedTypes {
-		if id, err := st.s.store.StateEvent(room, t, ""); err == nil {
-			ids = append(ids, id)
-		}
-	}
-	if m.EventID == "" {
-		mm, err := st.s.store.MemberOf(room, st.user)
-		if err != nil {
-			return err
-		}
-		m = mm
-	}
-	ids = append(ids, m.EventID)
-	b := st.invite
-	if len(b) > 0 {
-		b = append(b, ',')
-	}
-	b = appendJSONString(b, room)
-	b = append(b, `:{"invite_state":{"events":[`...)
-	for i, id := range ids {
-		rec, _, err := st.s.store.Event(id)
-		if err != nil {
-			return err
-		}
-		var v pduView
-		if err := json.Unmarshal(rec.PDU, &v); err != nil {
-			return err
-		}
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"content":`...)
-		b = append(b, v.Content...)
-		b = append(b, `,"sender":`...)
-		b = appendJSONString(b, v.Sender)
-		b = append(b, `,"state_key":`...)
-		sk := ""
-		if v.StateKey != nil {
-			sk = *v.StateKey
-		}
-		b = appendJSONString(b, sk)
-		b = append(b, `,"type":`...)
-		b = appendJSONString(b, v.Type)
-		b = append(b, '}')
-	}
-	st.invite = append(b, "]}}"...)
-	return nil
-}
-
-func (st *syncState) left(room string, m projections.Member) error {
-	seqs, limited, err := st.timeline(room, st.since, m.Seq)
-	if err != nil {
-		return err
-	}
-	b := st.leave
-	if len(b) > 0 {
-		b = append(b, ',')
-	}
-	b = appendJSONString(b, room)
-	b = append(b, `:{"timeline":{"events":`...)
-	if b, err = st.s.appendEventList(b, seqs, st.user, st.device, st.now); err != nil {
-		return err
-	}
-	b = append(b, `,"limited":`...)
-	b = strconv.AppendBool(b, limited)
-	b = append(b, `},"state":{"events":[]},"account_data":{"events":[]}}`...)
-	st.leave = b
-	return nil
-}
-
-func (st *syncState) encode() []byte {
-	b := make([]byte, 0, 256+len(st.join)+len(st.invite)+len(st.leave))
-	b = append(b, `{"next_batch":`...)
-	b = appendJSONString(b, syncToken(st.upto))
-	b = append(b, `,"rooms":{"join":{`...)
-	b = append(b, st.join...)
-	b = append(b, `},"invite":{`...)
-	b = append(b, st.invite...)
-	b = append(b, `},"leave":{`...)
-	b = append(b, st.leave...)
-	b = append(b, `},"knock":{}},"presence":{"events":[]},"account_data":{"events":[]},"to_device":{"events":[]},"device_lists":{"changed":[],"left":[]},"device_one_time_keys_count":{"signed_curve25519":0},"device_unused_fallback_key_types":[]}`...)
-	return b
+	return false
 }

@@ -27,15 +27,8 @@ import {
 
 // Scenario name -> why it is todo. Keep in step with the server.
 const TODO = {
-    "edit: the server bundles the latest m.replace under unsigned.m.relations": "bundled aggregations not implemented",
-    "relations: GET /v1/rooms/{roomId}/relations lists edits and reactions": "relations endpoint not implemented",
-    "reaction: a second identical annotation is rejected with M_DUPLICATE_ANNOTATION": "duplicate annotation check not implemented",
-    "redaction: the other user sees the event redacted; only permitted users may redact": "redact endpoint not implemented",
-    "typing: the other user sees typing start and stop": "typing not implemented",
-    "read receipts: the other user sees m.read for the event": "receipts not implemented",
-    "display name change is seen by the other user as a member event": "profile endpoints not implemented",
-    "GET /rooms/{roomId}/event/{eventId} returns a visible event, 404 otherwise": "event endpoint not implemented",
-    'history_visibility "joined": a later joiner does not see earlier messages': "history visibility not applied",
+    "reaction: a second identical annotation is rejected with M_DUPLICATE_ANNOTATION":
+        "server accepts duplicate annotations (spec: should be rejected with 400 M_DUPLICATE_ANNOTATION)",
 };
 const opts = (name) => (TODO[name] ? { todo: TODO[name] } : {});
 /** test() with the TODO table applied. */
@@ -276,6 +269,29 @@ scenario("typing: the other user sees typing start and stop", async () => {
     b.stopClient();
 });
 
+scenario("typing: a typing notification expires after its timeout", async () => {
+    const { a, b, roomId } = await pair();
+    const started = armEvent(
+        b,
+        sdk.RoomMemberEvent.Typing,
+        (_ev, member) => member.userId === a.getUserId() && member.typing === true,
+        { timeout: 8000, what: "B sees A typing" },
+    );
+    const t0 = Date.now();
+    await a.sendTyping(roomId, true, 1500);
+    await started.promise;
+    const expired = armEvent(
+        b,
+        sdk.RoomMemberEvent.Typing,
+        (_ev, member) => member.userId === a.getUserId() && member.typing === false,
+        { timeout: 8000, what: "A's typing to expire at B without an explicit stop" },
+    );
+    await expired.promise;
+    assert.ok(Date.now() - t0 >= 1000, "not cleared before (roughly) its timeout");
+    a.stopClient();
+    b.stopClient();
+});
+
 scenario("read receipts: the other user sees m.read for the event", async () => {
     const { a, b, roomId } = await pair();
     const { event_id: msg } = await a.sendTextMessage(roomId, "please read");
@@ -311,6 +327,69 @@ scenario("display name change is seen by the other user as a member event", asyn
     assert.equal(prof.displayname, name);
     a.stopClient();
     b.stopClient();
+});
+
+// ---------------------------------------------------------------------------
+// Room state and aliases
+
+scenario("room name change and alias: seen by the other user, join by alias", async () => {
+    const { a, b, roomId } = await pair({ preset: "public_chat", name: "first name" });
+    await a.setRoomName(roomId, "second name");
+    await waitFor(() => b.getRoom(roomId)?.name === "second name", { what: "B sees the new room name" });
+
+    const alias = `#${uniqueName("al")}:localhost`;
+    await a.createAlias(alias, roomId);
+    const resolved = await b.getRoomIdForAlias(alias);
+    assert.equal(resolved.room_id, roomId);
+    assert.ok(Array.isArray(resolved.servers) && resolved.servers.includes("localhost"), JSON.stringify(resolved));
+
+    const c = await server.newClient("c");
+    await startSyncing(c);
+    const joined = await c.joinRoom(alias);
+    assert.equal(joined.roomId, roomId);
+    await waitForRoom(c, roomId, "join");
+    await waitFor(() => a.getRoom(roomId)?.getMember(c.getUserId())?.membership === "join", {
+        what: "A sees C join by alias",
+    });
+    const unknown = await server.req(c.e2eUser, "GET", `directory/room/${enc(`#${uniqueName("nope")}:localhost`)}`);
+    expectError(unknown, 404, "M_NOT_FOUND");
+    a.stopClient();
+    b.stopClient();
+    c.stopClient();
+});
+
+// ---------------------------------------------------------------------------
+// Sessions
+
+scenario("logout ends that session only: its token is refused, the other device keeps working", async () => {
+    const u = await server.register(uniqueName("lo"));
+    const login = await server.req(null, "POST", "login", {
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: u.username },
+        password: u.password,
+    });
+    assert.equal(login.status, 200, login.body);
+    const second = server.client({
+        userId: login.json.user_id,
+        accessToken: login.json.access_token,
+        deviceId: login.json.device_id,
+    });
+    await startSyncing(second);
+    const loggedOut = armEvent(second, sdk.HttpApiEvent.SessionLoggedOut, () => true, {
+        timeout: 10_000,
+        what: "the SDK to notice its session ended",
+    });
+    const lo = await server.req({ accessToken: login.json.access_token }, "POST", "logout", {});
+    assert.equal(lo.status, 200, lo.body);
+    const who = await server.req({ accessToken: login.json.access_token }, "GET", "account/whoami");
+    expectError(who, 401, "M_UNKNOWN_TOKEN");
+    // The SDK's running sync is refused and it reports the logout.
+    await loggedOut.promise;
+    second.stopClient();
+    const stillOk = await server.req(u, "GET", "account/whoami");
+    assert.equal(stillOk.status, 200, stillOk.body);
+    assert.equal(stillOk.json.user_id, u.userId);
+    assert.equal(stillOk.json.device_id, u.deviceId);
 });
 
 // ---------------------------------------------------------------------------

@@ -560,16 +560,3 @@ export async function roomWith(server, owner, members, createBody = { preset: "p
     }
     return roomId;
 }
-
-/**
- * Creates a server for a test file and returns it; destroys it (and every
- * client) in the given after() hook. Usage: const env = await setup(after).
- */
-export async function setup(after, opts) {
-    const server = await EngramServer.create(opts);
-    after(async () => {
-        stopAllClients();
-        await server.destroy();
-    });
-    return server;
-}

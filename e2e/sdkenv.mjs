@@ -7,12 +7,14 @@
 //    root afterwards is not enough: the root's methodFactory has to be
 //    replaced before any child exists. ENGRAM_E2E_SDK_LOG=1 keeps the output.
 //
-// 2. Long timers do not hold the process open. The SDK arms a plain
-//    setTimeout of pollTimeout + 80 s for every /sync request
-//    (http-api/utils.ts timeoutSignal) and never clears it, so a test file
-//    would linger ~85 s after its last client stopped. Timers of a minute or
-//    more are unref'd: they still fire while the process is alive, they just
-//    do not keep it alive. Nothing in the tests waits that long on purpose.
+// 2. Request watchdogs do not hold the process open. The SDK arms a plain
+//    setTimeout for each request with a local timeout (http-api/utils.ts
+//    timeoutSignal: pollTimeout + 80 s for /sync, 15 s for the keep-alive
+//    ping) and never clears it, so a test file lingered for up to ~85 s
+//    after its last client had stopped. Those timers are unref'd: they still
+//    fire while the process is alive (a pending request keeps it alive
+//    anyway through its socket), they just do not keep it alive on their
+//    own. Only timers armed from timeoutSignal are touched.
 import { logger } from "matrix-js-sdk/lib/logger.js";
 
 if (!process.env.ENGRAM_E2E_SDK_LOG) {
@@ -22,11 +24,10 @@ if (!process.env.ENGRAM_E2E_SDK_LOG) {
     logger.rebuild?.();
 }
 
-const LONG_TIMER_MS = 60_000;
 const realSetTimeout = globalThis.setTimeout;
-globalThis.setTimeout = function setTimeoutUnrefLong(fn, ms, ...args) {
+globalThis.setTimeout = function setTimeoutSdkWatchdog(fn, ms, ...args) {
     const t = realSetTimeout(fn, ms, ...args);
-    if (typeof ms === "number" && ms >= LONG_TIMER_MS) t?.unref?.();
+    if (typeof ms === "number" && ms >= 1000 && /\btimeoutSignal\b/.test(new Error().stack ?? "")) t?.unref?.();
     return t;
 };
 // Keep util.promisify(setTimeout) and friends working.

@@ -80,8 +80,16 @@ func decodeForApply(rec log.Record) (any, error) {
 	if err := msgpack.Unmarshal(rec.Body, &h); err != nil {
 		return nil, fmt.Errorf("projections: decode kind %d: %w", rec.Kind, err)
 	}
+	if pduTypes[h.Type] {
+		return Decode(rec)
+	}
 	return &h.EventRecord, nil
 }
+
+// pduTypes are the (rare) event types whose PDU a projection reads while
+// folding, registered from an init() of that projection's file: their
+// records are decoded whole.
+var pduTypes = map[string]bool{}
 
 func (e *EventRecord) decode(dec *msgpack.Decoder, skipPDU bool) error {
 	n, err := dec.DecodeArrayLen()

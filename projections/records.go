@@ -93,6 +93,10 @@ type LoginRecord struct {
 	TokenHash   []byte `msgpack:"t"`
 	DisplayName string `msgpack:"n,omitempty"`
 	TS          int64  `msgpack:"ts"`
+	// RefreshHash and ExpiresTS are set for a login with a refresh token
+	// (spec 1.3): the access token stops working at ExpiresTS (ms).
+	RefreshHash []byte `msgpack:"r,omitempty"`
+	ExpiresTS   int64  `msgpack:"x,omitempty"`
 }
 
 // LogoutRecord is the body of KindLogout, version 1: revokes the devices'

@@ -51,7 +51,9 @@ func (Events) Apply(tx *Tx, seq uint64, v any) error {
 			return err
 		}
 	}
-	if r.Type == "m.room.create" && r.StateKey != nil && *r.StateKey == "" && r.Status == Accepted {
+	// An outlier create counts too: a room joined over federation holds its
+	// create event as an outlier (from the send_join state).
+	if r.Type == "m.room.create" && r.StateKey != nil && *r.StateKey == "" && (r.Status == Accepted || r.Status == Outlier) {
 		return tx.Set(versionKey(r.RoomID), []byte(r.RoomVersion))
 	}
 	return nil

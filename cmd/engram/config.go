@@ -7,8 +7,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"engram/api"
 )
 
 // Config is engram's configuration: YAML file, then ENGRAM_* environment
@@ -30,6 +33,19 @@ type Config struct {
 	CacheBytes               int64  `yaml:"cache_bytes"`
 	LogLevel                 string `yaml:"log_level"`
 	EnableMetrics            bool   `yaml:"enable_metrics"`
+
+	// Accounts: discovery, registration tokens, login tokens, refresh
+	// tokens, rate limits (api.AccountConfig; names as in Synapse).
+	PublicBaseURL                  string                   `yaml:"public_baseurl,omitempty"`
+	WellKnownServer                string                   `yaml:"well_known_server,omitempty"`
+	RegistrationRequiresToken      bool                     `yaml:"registration_requires_token,omitempty"`
+	RegistrationTokens             []string                 `yaml:"registration_tokens,omitempty"`
+	LoginViaExistingSession        *LoginViaExistingSession `yaml:"login_via_existing_session,omitempty"`
+	RefreshableAccessTokenLifetime string                   `yaml:"refreshable_access_token_lifetime,omitempty"`
+	RCLogin                        *RCLogin                 `yaml:"rc_login,omitempty"`
+	RCRegistration                 *RateLimitConfig         `yaml:"rc_registration,omitempty"`
+	RCLoopback                     bool                     `yaml:"rc_loopback,omitempty"`
+	XForwarded                     bool                     `yaml:"x_forwarded,omitempty"`
 }
 
 // devConfig is the embedded default of `serve --dev` and `make run`.
@@ -44,6 +60,7 @@ func devConfig() Config {
 }
 
 func (c *Config) fillDefaults() {
+	c.fillAccountDefaults()
 	if c.DataDir == "" {
 		c.DataDir = "./data"
 	}
@@ -71,6 +88,9 @@ func (c *Config) fillDefaults() {
 }
 
 func (c *Config) validate() error {
+	if _, err := c.accessTokenLifetime(); err != nil {
+		return err
+	}
 	if c.ServerName == "" {
 		return fmt.Errorf("server_name is required (or use --dev)")
 	}
@@ -232,4 +252,98 @@ func (sf *serveFlags) resolve(args []string) (Config, error) {
 	}
 	c.fillDefaults()
 	return c, c.validate()
+}
+
+// RateLimitConfig is one rate limit: burst_count actions at once, refilled
+// at per_second (Synapse's rc_* shape). per_second <= 0 disables it.
+type RateLimitConfig struct {
+	PerSecond  float64 `yaml:"per_second"`
+	BurstCount int     `yaml:"burst_count"`
+}
+
+// RCLogin is Synapse's rc_login: per client address, per account, and per
+// account for failed password checks.
+type RCLogin struct {
+	Address        *RateLimitConfig `yaml:"address,omitempty"`
+	Account        *RateLimitConfig `yaml:"account,omitempty"`
+	FailedAttempts *RateLimitConfig `yaml:"failed_attempts,omitempty"`
+}
+
+// LoginViaExistingSession enables POST /login/get_token (as in Synapse).
+type LoginViaExistingSession struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// fillAccountDefaults makes the rate limits explicit, so generate-config
+// prints them. Loopback clients are exempt unless rc_loopback is set: tests
+// and benchmarks register many users from 127.0.0.1.
+func (c *Config) fillAccountDefaults() {
+	d := api.DefaultRateLimits()
+	def := func(p **RateLimitConfig, l api.Limit) {
+		if *p == nil {
+			*p = &RateLimitConfig{PerSecond: l.PerSecond, BurstCount: l.Burst}
+		}
+	}
+	if c.RCLogin == nil {
+		c.RCLogin = &RCLogin{}
+	}
+	def(&c.RCLogin.Address, d.LoginAddress)
+	def(&c.RCLogin.Account, d.LoginAccount)
+	def(&c.RCLogin.FailedAttempts, d.LoginFailed)
+	def(&c.RCRegistration, d.Registration)
+}
+
+// accessTokenLifetime parses refreshable_access_token_lifetime: a Go
+// duration ("5m"); empty means the default (5 minutes); "off" disables
+// refresh tokens.
+func (c *Config) accessTokenLifetime() (time.Duration, error) {
+	switch v := c.RefreshableAccessTokenLifetime; v {
+	case "":
+		return 0, nil
+	case "off", "none", "false":
+		return -1, nil
+	default:
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return 0, fmt.Errorf("refreshable_access_token_lifetime: %q is not a positive duration (or off)", v)
+		}
+		return d, nil
+	}
+}
+
+// accountsConfig is the api's view of the account settings.
+func accountsConfig(c Config) api.AccountConfig {
+	lim := func(r *RateLimitConfig) api.Limit {
+		if r == nil {
+			return api.Limit{}
+		}
+		return api.Limit{PerSecond: r.PerSecond, Burst: r.BurstCount}
+	}
+	rl := api.DefaultRateLimits()
+	if c.RCLogin != nil {
+		if c.RCLogin.Address != nil {
+			rl.LoginAddress = lim(c.RCLogin.Address)
+		}
+		if c.RCLogin.Account != nil {
+			rl.LoginAccount = lim(c.RCLogin.Account)
+		}
+		if c.RCLogin.FailedAttempts != nil {
+			rl.LoginFailed = lim(c.RCLogin.FailedAttempts)
+		}
+	}
+	if c.RCRegistration != nil {
+		rl.Registration = lim(c.RCRegistration)
+	}
+	rl.Loopback = c.RCLoopback
+	life, _ := c.accessTokenLifetime() // checked by validate
+	return api.AccountConfig{
+		PublicBaseURL:             c.PublicBaseURL,
+		WellKnownServer:           c.WellKnownServer,
+		RegistrationRequiresToken: c.RegistrationRequiresToken,
+		RegistrationTokens:        c.RegistrationTokens,
+		LoginToken:                c.LoginViaExistingSession != nil && c.LoginViaExistingSession.Enabled,
+		AccessTokenLifetime:       life,
+		RateLimits:                &rl,
+		TrustForwardedFor:         c.XForwarded,
+	}
 }

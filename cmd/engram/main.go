@@ -13,6 +13,7 @@ const usage = `engram: an event-sourced Matrix homeserver
 usage:
   engram serve [--config engram.yaml] [--dev] [flags]   run the server (flags: engram serve -h)
   engram generate-config --server-name NAME [--data-dir DIR]
+  engram register-user [-u USER] [-p PASSWORD] [-a|--no-admin] (-c CONFIG | -k SECRET) [URL]
   engram hash-password [-p PASSWORD]
   engram replay --data-dir DIR [--verify]
   engram bench --hs URL --scenario NAME [...]
@@ -33,6 +34,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = serve(args[1:], stderr)
 	case "generate-config":
 		err = generateConfig(args[1:], stdout)
+	case "register-user":
+		err = registerUser(args[1:], stdin, stdout, stderr)
 	case "hash-password":
 		err = hashPassword(args[1:], stdin, stdout)
 	case "replay":

@@ -103,6 +103,7 @@ func serve(args []string, stderr io.Writer) error {
 		PasswordCost:             cfg.PasswordCost,
 		DefaultRoomVersion:       cfg.DefaultRoomVersion,
 		EnableMetrics:            cfg.EnableMetrics,
+		Accounts:                 accountsConfig(cfg),
 	}, n.log, n.store, seq, logger)
 	srv.AddMetric(api.Gauge{Name: "engram_event_cache_hit_ratio", Help: "Hit ratio of the decoded event cache.", Read: n.store.CacheHitRatio})
 	srv.AddMetric(api.Gauge{Name: "engram_log_commits_total", Type: "counter", Help: "Durable group commits (one fsync each).",
@@ -118,6 +119,14 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	logger.Info("engram serving", "server_name", cfg.ServerName, "client", "http://"+ln.Addr().String())
+	stopFed := func() {}
+	if cfg.FederationListen != "" {
+		if stopFed, err = startFederation(cfg, n, seq, srv, key, logger); err != nil {
+			ln.Close()
+			n.close()
+			return err
+		}
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 
@@ -130,6 +139,7 @@ func serve(args []string, stderr io.Writer) error {
 		logger.Error("listener failed", "err", err)
 	}
 	srv.Shutdown()
+	stopFed()
 	if err := n.close(); err != nil {
 		return err
 	}

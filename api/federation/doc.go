@@ -1,0 +1,27 @@
+// Package federation is engram's server-server API (spec: server-server-api.md,
+// Matrix v1.19): the TLS federation listener's handlers on fasthttp, the
+// outbound client (server discovery, X-Matrix request signing, connection
+// pooling per destination, backoff), the server key service and key cache,
+// and the outbound per-destination queue fed from the log.
+//
+// # Contract
+//
+//   - Every request to /_matrix/federation is authenticated with the
+//     X-Matrix scheme and answered 401 M_UNAUTHORIZED when the signature is
+//     missing, malformed, for another destination or invalid. /_matrix/key
+//     and /_matrix/federation/v1/version are public.
+//   - Inbound PDUs are checked for format, content hash and signatures here
+//     (checks 1 to 3 of "Checks performed on receipt of a PDU", in parallel
+//     across cores); checks 4 to 6 and the append are the sequencer's
+//     (rooms.Sequencer.Receive), which captures the verdict in the log.
+//   - Outbound: only events this server created are sent, to the servers of
+//     the room's joined members (and the target of a membership change), in
+//     transactions of at most 50 PDUs; the last position delivered to each
+//     destination is a log record (projections.FedSentRecord), so delivery
+//     resumes after a restart without gaps.
+//
+// Simplifications (see the report in docs): remote keys are cached in
+// memory only; notaries are not consulted when a server is unreachable;
+// history visibility for servers is "the server has a joined member, or the
+// room is world_readable"; EDUs are accepted and ignored.
+package federation

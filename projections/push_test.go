@@ -1,0 +1,316 @@
+package projections
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// evalOne compiles one rule and evaluates it against an event for user.
+func evalOne(t *testing.T, kind string, rule PushRule, event string, members, power int64, user, dn string) bool {
+	t.Helper()
+	var ev map[string]any
+	dec := json.NewDecoder(strings.NewReader(event))
+	dec.UseNumber()
+	if err := dec.Decode(&ev); err != nil {
+		t.Fatalf("event %s: %v", event, err)
+	}
+	rules := compiledRules{compileRule(kind, rule)}
+	pe := &pushEvent{ev: ev, memberCount: members, senderPower: power, notifLevel: func(k string) int64 {
+		if k == "room" {
+			return 50
+		}
+		return 75
+	}}
+	return pe.match(rules, user, dn) != nil
+}
+
+func cond(kind, key, pattern string) PushCondition {
+	c := PushCondition{Kind: kind, Key: key}
+	if pattern != "" || kind == "event_match" {
+		c.Pattern = &pattern
+	}
+	return c
+}
+
+func valCond(kind, key, value string) PushCondition {
+	return PushCondition{Kind: kind, Key: key, Value: json.RawMessage(value)}
+}
+
+func override(conds ...PushCondition) PushRule {
+	return PushRule{RuleID: "r", Enabled: true, Conditions: &conds, Actions: []json.RawMessage{json.RawMessage(`"notify"`)}}
+}
+
+// TestPushConditions covers each condition kind with the spec's examples.
+func TestPushConditions(t *testing.T) {
+	topic := func(v string) string { return `{"type":"m.room.topic","content":{"topic":` + v + `}}` }
+	body := func(v string) string { return `{"type":"m.room.message","content":{"body":` + v + `}}` }
+	cases := []struct {
+		name    string
+		rule    PushRule
+		event   string
+		members int64
+		power   int64
+		dn      string
+		want    bool
+	}{
+		{"type exact", override(cond("event_match", "type", "m.room.message")), body(`"x"`), 3, 0, "", true},
+		{"type case-insensitive", override(cond("event_match", "type", "M.ROOM.MESSAGE")), body(`"x"`), 3, 0, "", true},
+		{"glob lunch", override(cond("event_match", "content.topic", "lunc?*")), topic(`"Lunch plans"`), 3, 0, "", true},
+		{"glob LUNCH", override(cond("event_match", "content.topic", "lunc?*")), topic(`"LUNCH"`), 3, 0, "", true},
+		{"glob leading space", override(cond("event_match", "content.topic", "lunc?*")), topic(`" lunch"`), 3, 0, "", false},
+		{"glob ? needs a char", override(cond("event_match", "content.topic", "lunc?*")), topic(`"lunc"`), 3, 0, "", false},
+		{"glob null", override(cond("event_match", "content.topic", "lunc?*")), topic(`null`), 3, 0, "", false},
+		{"star on absent", override(cond("event_match", "content.nope", "*")), topic(`"x"`), 3, 0, "", false},
+		{"star on number", override(cond("event_match", "content.topic", "*")), topic(`5`), 3, 0, "", false},
+		{"body word", override(cond("event_match", "content.body", "ex*ple")), body(`"An example event."`), 3, 0, "", true},
+		{"body exple", override(cond("event_match", "content.body", "ex*ple")), body(`"exple"`), 3, 0, "", true},
+		{"body spans words", override(cond("event_match", "content.body", "ex*ple")), body(`"An exciting triple-whammy"`), 3, 0, "", true},
+		{"body inside word", override(cond("event_match", "content.body", "ex*ple")), body(`"examples"`), 3, 0, "", false},
+		{"body regexp chars literal", override(cond("event_match", "content.body", "a.b")), body(`"axb"`), 3, 0, "", false},
+		{"property_is bool", override(valCond("event_property_is", `content.m\.federate`, `true`)), `{"content":{"m.federate":true}}`, 3, 0, "", true},
+		{"property_is string not bool", override(valCond("event_property_is", `content.m\.federate`, `true`)), `{"content":{"m.federate":"true"}}`, 3, 0, "", false},
+		{"property_is no cast", override(valCond("event_property_is", `content.m\.federate`, `true`)), `{"content":{"m.federate":1}}`, 3, 0, "", false},
+		{"property_is int", override(valCond("event_property_is", `content.n`, `42`)), `{"content":{"n":42}}`, 3, 0, "", true},
+		{"property_is null", override(valCond("event_property_is", `content.n`, `null`)), `{"content":{"n":null}}`, 3, 0, "", true},
+		{"property_is absent", override(valCond("event_property_is", `content.n`, `null`)), `{"content":{}}`, 3, 0, "", false},
+		{"property_is object value unsupported", override(valCond("event_property_is", `content.n`, `{}`)), `{"content":{"n":{}}}`, 3, 0, "", false},
+		{"contains", override(valCond("event_property_contains", "content.alt_aliases", `"#myroom:example.com"`)), `{"content":{"alt_aliases":["#somewhere:example.org","#myroom:example.com"]}}`, 3, 0, "", true},
+		{"contains partial", override(valCond("event_property_contains", "content.alt_aliases", `":example.com"`)), `{"content":{"alt_aliases":["#myroom:example.com"]}}`, 3, 0, "", false},
+		{"contains not array", override(valCond("event_property_contains", "content.alt_aliases", `"x"`)), `{"content":{"alt_aliases":"x"}}`, 3, 0, "", false},
+		{"display name", override(PushCondition{Kind: "contains_display_name"}), body(`"hey Alice!"`), 3, 0, "alice", true},
+		{"display name inside word", override(PushCondition{Kind: "contains_display_name"}), body(`"malice"`), 3, 0, "alice", false},
+		{"display name empty", override(PushCondition{Kind: "contains_display_name"}), body(`"hey"`), 3, 0, "", false},
+		{"display name is literal", override(PushCondition{Kind: "contains_display_name"}), body(`"hey a-b"`), 3, 0, "a*b", false},
+		{"members ==", override(PushCondition{Kind: "room_member_count", Is: "2"}), body(`"x"`), 2, 0, "", true},
+		{"members == other", override(PushCondition{Kind: "room_member_count", Is: "==2"}), body(`"x"`), 3, 0, "", false},
+		{"members <", override(PushCondition{Kind: "room_member_count", Is: "<3"}), body(`"x"`), 2, 0, "", true},
+		{"members >=", override(PushCondition{Kind: "room_member_count", Is: ">=3"}), body(`"x"`), 2, 0, "", false},
+		{"members <=", override(PushCondition{Kind: "room_member_count", Is: "<=2"}), body(`"x"`), 2, 0, "", true},
+		{"members >", override(PushCondition{Kind: "room_member_count", Is: ">1"}), body(`"x"`), 2, 0, "", true},
+		{"members garbage", override(PushCondition{Kind: "room_member_count", Is: "x"}), body(`"x"`), 2, 0, "", false},
+		{"sender power enough", override(PushCondition{Kind: "sender_notification_permission", Key: "room"}), body(`"x"`), 2, 50, "", true},
+		{"sender power low", override(PushCondition{Kind: "sender_notification_permission", Key: "room"}), body(`"x"`), 2, 49, "", false},
+		{"sender power other key", override(PushCondition{Kind: "sender_notification_permission", Key: "custom"}), body(`"x"`), 2, 60, "", false},
+		{"unknown condition", override(PushCondition{Kind: "org.example.magic"}), body(`"x"`), 2, 0, "", false},
+		{"no conditions", override(), body(`"x"`), 2, 0, "", true},
+	}
+	if rules := compileRuleset(PushRuleset{Override: []PushRule{override()}}); len(rules) != 1 {
+		t.Fatal("enabled rule not compiled")
+	}
+	disabled := override()
+	disabled.Enabled = false
+	if rules := compileRuleset(PushRuleset{Override: []PushRule{disabled}}); len(rules) != 0 {
+		t.Fatal("a disabled rule must never match")
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := evalOne(t, "override", c.rule, c.event, c.members, c.power, "@me:x", c.dn); got != c.want {
+				t.Errorf("got %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+// TestPushRulesetOrder: the master rule first, user rules before the
+// server defaults of their kind, changes to defaults applied, @USER@
+// substituted.
+func TestPushRulesetOrder(t *testing.T) {
+	off := false
+	acts := []json.RawMessage{json.RawMessage(`"notify"`)}
+	u := &UserPushRules{
+		Rules:    PushRuleset{Override: []PushRule{{RuleID: "mine", Enabled: true, Actions: acts}}, Content: []PushRule{{RuleID: "cake", Enabled: true, Pattern: sk("cake"), Actions: acts}}},
+		Defaults: map[string]DefaultRuleChange{"underride/.m.rule.message": {Enabled: &off}},
+	}
+	rs := u.Ruleset("@me:x")
+	var ids []string
+	for _, r := range rs.Override[:3] {
+		ids = append(ids, r.RuleID)
+	}
+	if fmt.Sprint(ids) != "[.m.rule.master mine .m.rule.suppress_notices]" {
+		t.Fatalf("override order: %v", ids)
+	}
+	if len(rs.Content) != 1 || rs.Content[0].Conditions != nil || *rs.Content[0].Pattern != "cake" {
+		t.Fatalf("content: %+v", rs.Content)
+	}
+	for _, r := range rs.Underride {
+		if r.RuleID == ".m.rule.message" && r.Enabled {
+			t.Fatal("disabled default still enabled")
+		}
+	}
+	b, _ := json.Marshal(rs)
+	if !json.Valid(b) || !strings.Contains(string(b), `"@me:x"`) || strings.Contains(string(b), UserPlaceholder) {
+		t.Fatalf("placeholder not substituted: %s", b)
+	}
+	if rs.Room == nil || rs.Sender == nil {
+		t.Fatal("empty kinds must be [] not null")
+	}
+}
+
+// pushFixture is a room of three local users with mentions, a thread,
+// receipts (threaded and not), push rule changes and a user's own message.
+func pushFixture(n int) []any {
+	room := "!p:x"
+	pdu := func(id, sender, content string) []byte {
+		return []byte(`{"type":"m.room.message","sender":"` + sender + `","origin_server_ts":7,"content":` + content + `}`)
+	}
+	ev := func(id, sender, content string) *EventRecord {
+		return &EventRecord{RoomID: room, EventID: id, RoomVersion: "12", Type: "m.room.message", Sender: sender, Status: Accepted, PDU: pdu(id, sender, content)}
+	}
+	member := func(id, user, name string) *EventRecord {
+		return &EventRecord{RoomID: room, EventID: id, RoomVersion: "12", Type: "m.room.member", StateKey: sk(user), Membership: "join", Sender: user, Status: Accepted,
+			PDU: []byte(`{"type":"m.room.member","content":{"membership":"join","displayname":"` + name + `"}}`)}
+	}
+	recs := []any{
+		&AccountRecord{UserID: "@a:x"}, &AccountRecord{UserID: "@b:x"}, &AccountRecord{UserID: "@c:x"},
+		&EventRecord{RoomID: room, EventID: "$create", RoomVersion: "12", Type: "m.room.create", StateKey: sk(""), Sender: "@a:x", Status: Accepted, PDU: []byte(`{"type":"m.room.create","content":{"room_version":"12"}}`)},
+		member("$ja", "@a:x", "Alice"), member("$jb", "@b:x", "Bob"), member("$jc", "@c:x", "Carol"),
+		&PushRulesRecord{UserID: "@c:x", Rules: []byte(`{"rules":{"override":[],"content":[{"rule_id":"cake","enabled":true,"pattern":"cake","actions":["notify",{"set_tweak":"highlight"}]}],"room":[],"sender":[],"underride":[]}}`)},
+	}
+	for i := 0; i < n; i++ {
+		switch i % 5 {
+		case 0:
+			recs = append(recs, ev(fmt.Sprintf("$m%d", i), "@a:x", `{"msgtype":"m.text","body":"hello"}`))
+		case 1:
+			recs = append(recs, ev(fmt.Sprintf("$m%d", i), "@a:x", `{"msgtype":"m.text","body":"cake for @b","m.mentions":{"user_ids":["@b:x"]}}`))
+		case 2:
+			recs = append(recs, ev(fmt.Sprintf("$m%d", i), "@a:x", `{"msgtype":"m.text","body":"in thread","m.relates_to":{"rel_type":"m.thread","event_id":"$m0"}}`))
+		case 3:
+			recs = append(recs, &ReceiptRecord{RoomID: room, UserID: "@b:x", Type: ReceiptRead, EventID: "$x", EventSeq: uint64(8 + i - 2), TS: 1})
+		case 4:
+			recs = append(recs, &ReceiptRecord{RoomID: room, UserID: "@c:x", Type: ReceiptReadPrivate, ThreadID: "$m0", EventID: "$x", EventSeq: uint64(8 + i - 2), TS: 1},
+				ev(fmt.Sprintf("$c%d", i), "@c:x", `{"msgtype":"m.text","body":"me"}`))
+		}
+	}
+	return recs
+}
+
+// TestPushRebuildMatchesLive: the push projection (and the other views
+// of the sync area) rebuilt from the log equal the live ones, with records
+// appended both alone and many to a group commit.
+func TestPushRebuildMatchesLive(t *testing.T) {
+	set, _ := All()
+	dir := t.TempDir()
+	l := openLog(t, filepath.Join(dir, "db"), set)
+	defer l.Close()
+	recs := pushFixture(400)
+	appendAll(t, l, recs[:200])
+	var wg sync.WaitGroup
+	for _, chunk := range [][]any{recs[200:300], recs[300:]} {
+		wg.Add(1)
+		go func(chunk []any) {
+			defer wg.Done()
+			var ps []interface{ Wait() (uint64, error) }
+			for _, v := range chunk {
+				rec, err := Encode(v)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ps = append(ps, l.Submit(rec))
+			}
+			for _, p := range ps {
+				if _, err := p.Wait(); err != nil {
+					t.Error(err)
+				}
+			}
+		}(chunk)
+	}
+	wg.Wait()
+	db, err := set.Rebuild(l, filepath.Join(dir, "scratch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	bad, err := set.Compare(l.DB(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != 0 {
+		t.Fatalf("rebuild differs: %+v", bad)
+	}
+}
+
+// TestUnreadCounts follows counts through notifications and receipts.
+func TestUnreadCounts(t *testing.T) {
+	set, _ := All()
+	l := openLog(t, t.TempDir(), set)
+	defer l.Close()
+	store, err := NewStore(l, l.DB(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := pushFixture(0)
+	appendAll(t, l, recs)
+	room := "!p:x"
+	msg := func(id, body string) uint64 {
+		rec, _ := Encode(&EventRecord{RoomID: room, EventID: id, RoomVersion: "12", Type: "m.room.message", Sender: "@a:x", Status: Accepted,
+			PDU: []byte(`{"type":"m.room.message","content":` + body + `}`)})
+		seq, err := l.Append(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	total := func(user string) Counts {
+		c, err := store.UnreadCounts(user, room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out Counts
+		for _, x := range c {
+			out.Notify += x.Notify
+			out.Highlight += x.Highlight
+		}
+		return out
+	}
+	s1 := msg("$1", `{"msgtype":"m.text","body":"one"}`)
+	msg("$2", `{"msgtype":"m.text","body":"cake","m.mentions":{"user_ids":["@b:x"]}}`)
+	msg("$3", `{"msgtype":"m.notice","body":"notice"}`)
+	msg("$4", `{"msgtype":"m.text","body":"t","m.relates_to":{"rel_type":"m.thread","event_id":"$1"}}`)
+	if got := total("@b:x"); got != (Counts{3, 1}) {
+		t.Fatalf("b: %+v", got)
+	}
+	if got := total("@c:x"); got != (Counts{3, 1}) { // the cake content rule highlights
+		t.Fatalf("c: %+v", got)
+	}
+	if got := total("@a:x"); got != (Counts{}) {
+		t.Fatalf("sender counted: %+v", got)
+	}
+	// A threaded receipt for the thread clears only the thread.
+	rec, _ := Encode(&ReceiptRecord{RoomID: room, UserID: "@b:x", Type: ReceiptRead, ThreadID: "$1", EventID: "$4", EventSeq: s1 + 3, TS: 1})
+	l.Append(rec)
+	c, _ := store.UnreadCounts("@b:x", room)
+	if c["$1"] != (Counts{}) || c["main"] != (Counts{2, 1}) {
+		t.Fatalf("after thread receipt: %+v", c)
+	}
+	// An unthreaded receipt on $1 clears $1 only.
+	rec, _ = Encode(&ReceiptRecord{RoomID: room, UserID: "@b:x", Type: ReceiptReadPrivate, EventID: "$1", EventSeq: s1, TS: 1})
+	l.Append(rec)
+	if got := total("@b:x"); got != (Counts{1, 1}) {
+		t.Fatalf("after receipt: %+v", got)
+	}
+	// An older receipt changes nothing.
+	rec, _ = Encode(&ReceiptRecord{RoomID: room, UserID: "@b:x", Type: ReceiptRead, EventID: "$0", EventSeq: s1 - 1, TS: 1})
+	l.Append(rec)
+	if got := total("@b:x"); got != (Counts{1, 1}) {
+		t.Fatalf("older receipt: %+v", got)
+	}
+	// The user's own message marks the main timeline read.
+	own, _ := Encode(&EventRecord{RoomID: room, EventID: "$own", RoomVersion: "12", Type: "m.room.message", Sender: "@b:x", Status: Accepted, PDU: []byte(`{"content":{"body":"hi"}}`)})
+	l.Append(own)
+	if got := total("@b:x"); got != (Counts{}) {
+		t.Fatalf("after own message: %+v", got)
+	}
+	var n int
+	store.Notifications("@b:x", 0, l.Last(), true, func(_ uint64, x *Notification) bool { n++; return true })
+	if n != 3 {
+		t.Fatalf("notifications listed: %d", n)
+	}
+	if th, _ := store.ThreadOf("$4"); th != "$1" {
+		t.Fatalf("thread of $4: %q", th)
+	}
+}
