@@ -243,15 +243,17 @@ func (s *Server) leaveAllRooms(user string) {
 		s.logger.Error("deactivate: listing rooms", "user", user, "err", err)
 		return
 	}
+	var targets []string
 	for _, ur := range urs {
 		switch ur.Membership {
 		case projections.MemberJoin, projections.MemberInvite, projections.MemberKnock:
-		default:
-			continue
-		}
-		if _, err := s.rooms.Send(rooms.Event{Room: ur.RoomID, Sender: user, Type: "m.room.member",
-			StateKey: str(user), Content: mustJSON(map[string]any{"membership": "leave"})}); err != nil {
-			s.logger.Warn("deactivate: leaving room", "user", user, "room", ur.RoomID, "err", err)
+			targets = append(targets, ur.RoomID)
 		}
 	}
+	inParallel(targets, func(room string) {
+		if _, err := s.rooms.Send(rooms.Event{Room: room, Sender: user, Type: "m.room.member",
+			StateKey: str(user), Content: mustJSON(map[string]any{"membership": "leave"})}); err != nil {
+			s.logger.Warn("deactivate: leaving room", "user", user, "room", room, "err", err)
+		}
+	})
 }

@@ -111,6 +111,14 @@ func TestRegisterUIAFlowShape(t *testing.T) {
 		t.Fatalf("register: %d %s", r.status, r.body)
 	}
 	ts.login("ann", "pw")
+	// A request carrying only "auth" continues with the parameters given
+	// before (Synapse keeps them in the session).
+	f := ts.do("POST", "/_matrix/client/v3/register", "", `{"username":"bea","password":"pw2","device_id":"BEADEV"}`)
+	r = ts.do("POST", "/_matrix/client/v3/register", "", fmt.Sprintf(`{"auth":{"type":"m.login.dummy","session":%q}}`, f.field("session")))
+	if r.status != 200 || r.field("user_id") != "@bea:test.local" || r.field("device_id") != "BEADEV" {
+		t.Fatalf("register with stored params: %d %s", r.status, r.body)
+	}
+	ts.login("bea", "pw2")
 	// A completed session is gone.
 	r = ts.do("POST", "/_matrix/client/v3/register", "", fmt.Sprintf(`{"username":"ann2","password":"pw","auth":{"type":"m.login.dummy","session":%q}}`, sess))
 	if r.status != 400 || r.errcode() != "M_UNKNOWN" {
@@ -243,6 +251,13 @@ func TestLogin(t *testing.T) {
 			t.Fatalf("old token of the device still works: %s", r.body)
 		}
 	})
+	t.Run("existing device keeps its name", func(t *testing.T) {
+		a := ts.do("POST", login, "", `{"type":"m.login.password","user":"carol","password":"pw","device_id":"NAMED","initial_device_display_name":"First"}`)
+		b := ts.do("POST", login, "", `{"type":"m.login.password","user":"carol","password":"pw","device_id":"NAMED","initial_device_display_name":"Second"}`)
+		if d := ts.do("GET", "/_matrix/client/v3/devices/NAMED", b.field("access_token"), ""); a.status != 200 || d.field("display_name") != "First" {
+			t.Fatalf("device: %s", d.body)
+		}
+	})
 }
 
 func TestLogoutAll(t *testing.T) {
@@ -348,8 +363,17 @@ func TestRefreshDisabledAndExpiry(t *testing.T) {
 		t.Fatalf("expired token: %d %s", w.status, w.body)
 	}
 	// The refresh token still works after the access token expired.
-	if x := ts.do("POST", "/_matrix/client/v3/refresh", "", fmt.Sprintf(`{"refresh_token":%q}`, r.field("refresh_token"))); x.status != 200 {
+	x := ts.do("POST", "/_matrix/client/v3/refresh", "", fmt.Sprintf(`{"refresh_token":%q}`, r.field("refresh_token")))
+	if x.status != 200 {
 		t.Fatalf("refresh after expiry: %d %s", x.status, x.body)
+	}
+	// An expired token can still log out (Synapse: allow_expired).
+	time.Sleep(10 * time.Millisecond)
+	if o := ts.do("POST", "/_matrix/client/v3/logout", x.field("access_token"), ""); o.status != 200 {
+		t.Fatalf("logout with an expired token: %d %s", o.status, o.body)
+	}
+	if y := ts.do("POST", "/_matrix/client/v3/refresh", "", fmt.Sprintf(`{"refresh_token":%q}`, x.field("refresh_token"))); y.errcode() != "M_UNKNOWN_TOKEN" {
+		t.Fatalf("refresh after logout: %s", y.body)
 	}
 }
 

@@ -213,3 +213,27 @@ func TestRegistrationTokens(t *testing.T) {
 		t.Fatalf("validity with registration off: %d %s", r.status, r.body)
 	}
 }
+
+func TestAdminDeactivate(t *testing.T) {
+	const secret = "s3cret"
+	ts := newTestServer(t, Config{EnableRegistration: true, RegistrationSharedSecret: secret})
+	admin := ts.do("POST", "/_synapse/admin/v1/register", "", sharedSecretBody(secret, ts.nonce(), "boss", "pw", true, "")).field("access_token")
+	victim := ts.register("vic")
+	plain := ts.register("pat")
+	path := "/_synapse/admin/v1/deactivate/"
+	runErrCases(t, ts, []errCase{
+		{"non-admin", "POST", path + "@vic:test.local", plain, `{}`, 403, "M_FORBIDDEN"},
+		{"unknown", "POST", path + "@nobody:test.local", admin, `{}`, 404, "M_NOT_FOUND"},
+		{"remote", "POST", path + "@vic:elsewhere", admin, `{}`, 400, "M_UNKNOWN"},
+		{"erase not bool", "POST", path + "@vic:test.local", admin, `{"erase":1}`, 400, "M_BAD_JSON"},
+	})
+	if r := ts.do("POST", path+"@vic:test.local", admin, `{"erase":true}`); r.status != 200 || r.field("id_server_unbind_result") != "no-support" {
+		t.Fatalf("deactivate: %d %s", r.status, r.body)
+	}
+	if r := ts.do("GET", "/_matrix/client/v3/account/whoami", victim, ""); r.errcode() != "M_UNKNOWN_TOKEN" {
+		t.Fatalf("token survived: %s", r.body)
+	}
+	if r := ts.do("GET", "/_matrix/client/v3/profile/@vic:test.local", "", ""); r.status != 404 {
+		t.Fatalf("erased profile: %d %s", r.status, r.body)
+	}
+}

@@ -631,9 +631,23 @@ func (s *Server) sendEvent(r *Req) error {
 	if e != nil {
 		return e
 	}
-	room := r.Param("roomId")
+	room, typ := r.Param("roomId"), r.Param("eventType")
+	var redacts string
+	if typ == "m.room.redaction" {
+		// A redaction sent as a plain event gets the /redact checks.
+		var c struct {
+			Redacts string `json:"redacts"`
+		}
+		if json.Unmarshal(content, &c) != nil || c.Redacts == "" {
+			return errBadJSON("m.room.redaction needs content.redacts (or use /redact)")
+		}
+		if err := s.checkRedaction(room, r.User, c.Redacts); err != nil {
+			return err
+		}
+		redacts = c.Redacts
+	}
 	res, err := s.rooms.Send(rooms.Event{
-		Room: room, Sender: r.User, Type: r.Param("eventType"), Content: content,
+		Room: room, Sender: r.User, Type: typ, Content: content, Redacts: redacts,
 		Txn: txnKey(r.User, r.Device, room, r.Param("txnId")),
 	})
 	if err != nil {

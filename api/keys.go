@@ -392,8 +392,7 @@ func (s *Server) keysClaim(r *Req) error {
 	if e := r.decode(&b); e != nil {
 		return e
 	}
-	type want struct{ user, device, algo string }
-	var wants []want
+	local := map[string]map[string]string{}
 	failures := map[string]any{}
 	for user, devs := range b.OneTimeKeys {
 		if !s.accounts.isLocal(user) {
@@ -402,6 +401,23 @@ func (s *Server) keysClaim(r *Req) error {
 			}
 			continue
 		}
+		local[user] = devs
+	}
+	result, err := s.claimLocalKeys(local)
+	if err != nil {
+		return err
+	}
+	return r.json(map[string]any{"one_time_keys": result, "failures": failures})
+}
+
+// claimLocalKeys claims one key per (local user, device) of the given
+// algorithm and returns them as the one_time_keys of a claim response. The
+// federation endpoint (POST /_matrix/federation/v1/user/keys/claim) can
+// answer with it too.
+func (s *Server) claimLocalKeys(req map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error) {
+	type want struct{ user, device, algo string }
+	var wants []want
+	for user, devs := range req {
 		for d, algo := range devs {
 			wants = append(wants, want{user, d, algo})
 		}
@@ -425,46 +441,42 @@ func (s *Server) keysClaim(r *Req) error {
 		result[w.user][w.device] = map[string]json.RawMessage{w.algo + ":" + id: v}
 	}
 	unlock := s.lockDevices(pairs)
-	err := func() error {
-		rec := &projections.KeysClaimRecord{}
-		for _, w := range wants {
-			var got *projections.StoredOTK
-			if err := s.store.OneTimeKeys(w.user, w.device, w.algo, func(k projections.StoredOTK) bool {
-				got = &k
-				return false
-			}); err != nil {
-				return err
-			}
-			if got != nil {
-				rec.Claims = append(rec.Claims, projections.ClaimedKey{UserID: w.user, DeviceID: w.device,
-					Algorithm: w.algo, KeyID: got.KeyID, Seq: got.Seq, Idx: got.Idx})
-				put(w, got.KeyID, got.JSON)
-				continue
-			}
-			fks, err := s.store.FallbackKeys(w.user, w.device)
-			if err != nil {
-				return err
-			}
-			fk, ok := fks[w.algo]
-			if !ok {
-				continue
-			}
-			if !fk.Used {
-				rec.Claims = append(rec.Claims, projections.ClaimedKey{UserID: w.user, DeviceID: w.device,
-					Algorithm: w.algo, KeyID: fk.KeyID, Fallback: true})
-			}
-			put(w, fk.KeyID, fk.JSON)
+	defer unlock()
+	rec := &projections.KeysClaimRecord{}
+	for _, w := range wants {
+		var got *projections.StoredOTK
+		if err := s.store.OneTimeKeys(w.user, w.device, w.algo, func(k projections.StoredOTK) bool {
+			got = &k
+			return false
+		}); err != nil {
+			return nil, err
 		}
-		if len(rec.Claims) == 0 {
-			return nil
+		if got != nil {
+			rec.Claims = append(rec.Claims, projections.ClaimedKey{UserID: w.user, DeviceID: w.device,
+				Algorithm: w.algo, KeyID: got.KeyID, Seq: got.Seq, Idx: got.Idx})
+			put(w, got.KeyID, got.JSON)
+			continue
 		}
-		return s.appendRecords(rec)
-	}()
-	unlock()
-	if err != nil {
-		return err
+		fks, err := s.store.FallbackKeys(w.user, w.device)
+		if err != nil {
+			return nil, err
+		}
+		fk, ok := fks[w.algo]
+		if !ok {
+			continue
+		}
+		if !fk.Used {
+			rec.Claims = append(rec.Claims, projections.ClaimedKey{UserID: w.user, DeviceID: w.device,
+				Algorithm: w.algo, KeyID: fk.KeyID, Fallback: true})
+		}
+		put(w, fk.KeyID, fk.JSON)
 	}
-	return r.json(map[string]any{"one_time_keys": result, "failures": failures})
+	if len(rec.Claims) > 0 {
+		if err := s.appendRecords(rec); err != nil {
+			return nil, err
+		}
+	}
+	return result, nil
 }
 
 // claimRemoteKeys is the federation seam of /keys/claim

@@ -27,6 +27,7 @@ const (
 // whether the walk stopped before the end of the range.
 func (s *Server) pageScan(room, user string, f *roomEventFilter, lo, hi uint64, backwards bool, limit int) (out []uint64, last uint64, more bool, err error) {
 	scanned := 0
+	ignored := s.ignoredUsers(user) // m.ignored_user_list: their (non-state) events are hidden (api/accountdata.go)
 	for len(out) < limit && lo+1 < hi {
 		n := min(max(2*(limit-len(out)), 20), 500)
 		batch, err := s.store.Timeline(room, lo, hi, backwards, n)
@@ -56,7 +57,7 @@ func (s *Server) pageScan(room, user string, f *roomEventFilter, lo, hi uint64, 
 				if err != nil {
 					return nil, 0, false, err
 				}
-				if f.match(rec) {
+				if f.match(rec) && (rec.IsState() || !ignored[rec.Sender]) {
 					out = append(out, q)
 					if len(out) == limit {
 						return out, last, !(exhausted && q == batch[len(batch)-1]), nil

@@ -227,21 +227,25 @@ func (h *syncHub) presenceJanitor() {
 			return
 		case <-t.C:
 		}
-		now := nowMS()
-		h.mu.Lock()
-		for user, p := range h.presence {
-			switch {
-			case p.state != "offline" && p.syncing == 0 && now-max(p.lastSync, p.lastActive) > h.syncTimeout.Milliseconds():
-				p.state = "offline"
-				h.presenceChangedLocked(user, p)
-			case p.state == "online" && now-p.lastActive > h.idleTimeout.Milliseconds():
-				p.state = "unavailable"
-				h.presenceChangedLocked(user, p)
-			case p.state == "offline" && p.syncing == 0 && p.statusMsg == nil && now-p.lastSync > 24*3600*1000:
-				delete(h.presence, user) // forget long-gone users
-			}
+		h.presenceSweep(nowMS())
+	}
+}
+
+// presenceSweep applies the timeouts as of now (ms).
+func (h *syncHub) presenceSweep(now int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for user, p := range h.presence {
+		switch {
+		case p.state != "offline" && p.syncing == 0 && now-max(p.lastSync, p.lastActive) > h.syncTimeout.Milliseconds():
+			p.state = "offline"
+			h.presenceChangedLocked(user, p)
+		case p.state == "online" && now-p.lastActive > h.idleTimeout.Milliseconds():
+			p.state = "unavailable"
+			h.presenceChangedLocked(user, p)
+		case p.state == "offline" && p.syncing == 0 && p.statusMsg == nil && now-p.lastSync > 24*3600*1000:
+			delete(h.presence, user) // forget long-gone users
 		}
-		h.mu.Unlock()
 	}
 }
 

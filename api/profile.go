@@ -284,14 +284,17 @@ func (s *Server) propagateProfile(user string) {
 		return
 	}
 	prof := s.profileContent(user)
+	var joined []string
 	for _, ur := range urs {
-		if ur.Membership != projections.MemberJoin {
-			continue
+		if ur.Membership == projections.MemberJoin {
+			joined = append(joined, ur.RoomID)
 		}
-		content, err := s.memberContent(ur.RoomID, user)
+	}
+	inParallel(joined, func(room string) {
+		content, err := s.memberContent(room, user)
 		if err != nil {
-			s.logger.Warn("profile: reading membership", "room", ur.RoomID, "err", err)
-			continue
+			s.logger.Warn("profile: reading membership", "room", room, "err", err)
+			return
 		}
 		changed := false
 		for _, k := range []string{"displayname", "avatar_url"} {
@@ -306,14 +309,40 @@ func (s *Server) propagateProfile(user string) {
 			}
 		}
 		if !changed {
-			continue
+			return
 		}
 		content["membership"] = "join"
-		if _, err := s.rooms.Send(rooms.Event{Room: ur.RoomID, Sender: user, Type: "m.room.member",
+		if _, err := s.rooms.Send(rooms.Event{Room: room, Sender: user, Type: "m.room.member",
 			StateKey: str(user), Content: mustJSON(content)}); err != nil {
-			s.logger.Warn("profile: updating membership", "room", ur.RoomID, "user", user, "err", err)
+			s.logger.Warn("profile: updating membership", "room", room, "user", user, "err", err)
 		}
+	})
+}
+
+// roomWorkers bounds the member events sent at once for one user's profile
+// change or deactivation: rooms sequence independently and their appends
+// share group commits, so a user in many rooms is not served one fsync at
+// a time.
+const roomWorkers = 8
+
+// inParallel calls fn for each room, roomWorkers at a time, and waits.
+func inParallel(rooms []string, fn func(room string)) {
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for i := 0; i < min(roomWorkers, len(rooms)); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for room := range work {
+				fn(room)
+			}
+		}()
 	}
+	for _, room := range rooms {
+		work <- room
+	}
+	close(work)
+	wg.Wait()
 }
 
 // memberContent returns the content of the user's current member event.

@@ -136,3 +136,33 @@ func FuzzProfileValue(f *testing.F) {
 		}
 	})
 }
+
+func TestProfilePropagatesToEveryRoom(t *testing.T) {
+	ts := newTestServer(t, Config{EnableRegistration: true})
+	tok := ts.register("rae")
+	var rooms []string
+	for i := 0; i < 10; i++ {
+		rooms = append(rooms, ts.do("POST", "/_matrix/client/v3/createRoom", tok, `{}`).field("room_id"))
+	}
+	left := rooms[9]
+	ts.do("POST", "/_matrix/client/v3/rooms/"+left+"/leave", tok, `{}`)
+	if r := ts.do("PUT", "/_matrix/client/v3/profile/@rae:test.local/displayname", tok, `{"displayname":"Rae"}`); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	for _, room := range rooms[:9] {
+		m := ts.do("GET", "/_matrix/client/v3/rooms/"+room+"/state/m.room.member/@rae:test.local", tok, "")
+		if m.field("displayname") != "Rae" || m.field("membership") != "join" {
+			t.Fatalf("room %s: %s", room, m.body)
+		}
+	}
+	// The room the user left got no join event.
+	var st struct {
+		Chunk []json.RawMessage `json:"chunk"`
+	}
+	json.Unmarshal(ts.do("GET", "/_matrix/client/v3/rooms/"+left+"/messages?dir=b&limit=50", tok, "").body, &st)
+	for _, e := range st.Chunk {
+		if strings.Contains(string(e), `"displayname":"Rae"`) {
+			t.Fatalf("left room got the change: %s", e)
+		}
+	}
+}

@@ -153,6 +153,12 @@ func (pp *pusherPool) run(w *pusherWorker) {
 	defer save()
 	for {
 		changed := s.log.Changed()
+		// A pusher removed other than through the API (its device logged
+		// out) stops here.
+		if _, err := s.store.PusherByKey(w.key); errors.Is(err, projections.ErrNotFound) {
+			pp.forget(w)
+			return
+		}
 		type item struct {
 			seq uint64
 			n   projections.Notification
@@ -261,6 +267,15 @@ func (pp *pusherPool) post(gw string, body []byte) ([]string, error) {
 	}
 	json.Unmarshal(b, &out)
 	return out.Rejected, nil
+}
+
+// forget drops a worker whose pusher is gone.
+func (pp *pusherPool) forget(w *pusherWorker) {
+	pp.mu.Lock()
+	if pp.workers[w.key] == w {
+		delete(pp.workers, w.key)
+	}
+	pp.mu.Unlock()
 }
 
 func (pp *pusherPool) removeRejected(w *pusherWorker) {

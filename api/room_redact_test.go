@@ -33,6 +33,8 @@ func TestRedaction(t *testing.T) {
 				{"state event", redact(topicID, "t6"), alice, `{}`, 200, ""},
 				{"unknown room", rmPath("!nope:test.local", "/redact/", url.PathEscape(aliceMsg), "/t7"), alice, `{}`, 404, "M_NOT_FOUND"},
 				{"not json", redact(aliceMsg, "t8"), alice, `{"reason":`, 400, "M_NOT_JSON"},
+				{"through /send without power", rmPath(room, "/send/m.room.redaction/s1"), bob, `{"redacts":"` + aliceMsg + `"}`, 403, "M_FORBIDDEN"},
+				{"through /send without redacts", rmPath(room, "/send/m.room.redaction/s2"), bob, `{}`, 400, "M_BAD_JSON"},
 			}
 			ids := map[string]string{}
 			for _, st := range steps {

@@ -62,7 +62,7 @@ func (s *Server) sync(r *Req) error {
 		if err != nil || ms < 0 {
 			return errInvalid("Invalid timeout")
 		}
-		timeout = min(time.Duration(min(ms, int64(maxSyncTimeout/time.Millisecond)))*time.Millisecond, maxSyncTimeout)
+		timeout = time.Duration(min(ms, maxSyncTimeout.Milliseconds())) * time.Millisecond
 	}
 	setPresence := r.Query("set_presence")
 	switch setPresence {

@@ -44,11 +44,11 @@ type syJoined struct {
 		Limited   bool      `json:"limited"`
 		PrevBatch string    `json:"prev_batch"`
 	} `json:"timeline"`
-	State       struct{ Events []syEvent }  `json:"state"`
-	Ephemeral   struct{ Events []syEvent }  `json:"ephemeral"`
-	AccountData struct{ Events []syEvent }  `json:"account_data"`
-	Unread      *syCounts                   `json:"unread_notifications"`
-	ThreadCount map[string]syCounts         `json:"unread_thread_notifications"`
+	State       struct{ Events []syEvent } `json:"state"`
+	Ephemeral   struct{ Events []syEvent } `json:"ephemeral"`
+	AccountData struct{ Events []syEvent } `json:"account_data"`
+	Unread      *syCounts                  `json:"unread_notifications"`
+	ThreadCount map[string]syCounts        `json:"unread_thread_notifications"`
 	Summary     map[string]json.RawMessage `json:"summary"`
 }
 

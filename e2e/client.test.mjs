@@ -206,6 +206,50 @@ scenario("relations: GET /v1/rooms/{roomId}/relations lists edits and reactions"
     );
 });
 
+scenario("threads: a reply is bundled on its root, listed by /threads, and built into a thread by the SDK", async () => {
+    const a = await server.register(uniqueName("tha"));
+    const b = await server.register(uniqueName("thb"));
+    const { room_id: roomId } = (
+        await server.req(a, "POST", "createRoom", { preset: "public_chat" })
+    ).json;
+    assert.equal((await server.req(b, "POST", `join/${enc(roomId)}`, {})).status, 200);
+    const [root] = await sendTexts(server, a, roomId, ["thread root"]);
+    const reply = await server.req(b, "PUT", `rooms/${enc(roomId)}/send/m.room.message/${uniqueName("t")}`, {
+        msgtype: "m.text",
+        body: "in the thread",
+        "m.relates_to": { rel_type: "m.thread", event_id: root, is_falling_back: true, "m.in_reply_to": { event_id: root } },
+    });
+    assert.equal(reply.status, 200, reply.body);
+    // Spec "Server-side aggregation of m.thread relationships".
+    const ev = await server.req(a, "GET", `rooms/${enc(roomId)}/event/${enc(root)}`);
+    const agg = ev.json.unsigned?.["m.relations"]?.["m.thread"];
+    assert.ok(agg, `no m.thread aggregation on the root: ${ev.body}`);
+    assert.equal(agg.count, 1);
+    assert.equal(agg.latest_event?.event_id, reply.json.event_id);
+    // Spec: true for the root's sender and for senders of m.thread replies.
+    assert.equal(agg.current_user_participated, true, "A sent the root");
+    const c3 = await server.register(uniqueName("thc"));
+    assert.equal((await server.req(c3, "POST", `join/${enc(roomId)}`, {})).status, 200);
+    const seenByC = await server.req(c3, "GET", `rooms/${enc(roomId)}/event/${enc(root)}`);
+    assert.equal(seenByC.json.unsigned?.["m.relations"]?.["m.thread"]?.current_user_participated, false, seenByC.body);
+    const list = await server.req(a, "GET", `/_matrix/client/v1/rooms/${enc(roomId)}/threads`);
+    assert.equal(list.status, 200, list.body);
+    assert.deepEqual(
+        list.json.chunk.map((e) => e.event_id),
+        [root],
+    );
+
+    // An Element-like client: lazy-loaded members and thread support.
+    const c = server.client(a);
+    await c.startClient({ lazyLoadMembers: true, threadSupport: true, initialSyncLimit: 20, pollTimeout: 5000 });
+    const room = await waitForRoom(c, roomId, "join");
+    await room.loadMembersIfNeeded();
+    assert.deepEqual(room.getJoinedMembers().map((m) => m.userId).sort(), [a.userId, b.userId, c3.userId].sort());
+    const thread = await waitFor(() => room.getThread(root), { what: "the SDK builds the thread" });
+    await waitFor(() => thread.events.some((e) => e.getId() === reply.json.event_id), { what: "reply in the thread" });
+    c.stopClient();
+});
+
 // ---------------------------------------------------------------------------
 // Redaction
 
@@ -409,6 +453,13 @@ scenario("leave: the other user sees it and the leaver can no longer send", asyn
     expectError(res, 403, "M_FORBIDDEN");
     const joined = await b.getJoinedRooms();
     assert.ok(!joined.joined_rooms.includes(roomId));
+    // What is said after B left stays hidden from B (history up to the leave only).
+    const [later] = await sendTexts(server, a.e2eUser, roomId, ["said after B left"]);
+    const hist = await allMessages(server, b.e2eUser, roomId);
+    assert.ok(hist.length > 0, "B still reads the history up to its leave");
+    assert.ok(!hist.some((e) => e.event_id === later), "no event after the leave in B's /messages");
+    const ev = await server.req(b.e2eUser, "GET", `rooms/${enc(roomId)}/event/${enc(later)}`);
+    assert.equal(ev.status, 404, `B fetched an event from after its leave: ${ev.body}`);
     a.stopClient();
     b.stopClient();
 });

@@ -650,11 +650,10 @@ func (o *overlay) set(k, v []byte) error {
 	if o.w == nil {
 		o.w = map[string][]byte{}
 	}
-	if v == nil {
-		v = []byte{}
-	}
-	o.w[string(k)] = append([]byte(nil), v...)
-	return o.tx.Set(k, v)
+	cp := make([]byte, len(v)) // never nil: nil marks a deletion
+	copy(cp, v)
+	o.w[string(k)] = cp
+	return o.tx.Set(k, cp)
 }
 
 func (o *overlay) del(k []byte) error {

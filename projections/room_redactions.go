@@ -22,7 +22,7 @@ func redactedKey(room, target string) []byte { return append(appendStr([]byte{'b
 
 func isRedaction(v any) (*EventRecord, bool) {
 	r, ok := v.(*EventRecord)
-	if !ok || r.Type != "m.room.redaction" || r.Status != Accepted || r.Redacts == "" {
+	if !ok || r.Type != "m.room.redaction" || r.StateKey != nil || r.Status != Accepted || r.Redacts == "" {
 		return nil, false
 	}
 	return r, true

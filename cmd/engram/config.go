@@ -33,6 +33,9 @@ type Config struct {
 	CacheBytes               int64  `yaml:"cache_bytes"`
 	LogLevel                 string `yaml:"log_level"`
 	EnableMetrics            bool   `yaml:"enable_metrics"`
+	// PresenceEnabled turns presence on or off (Synapse's presence.enabled);
+	// absent means on.
+	PresenceEnabled *bool `yaml:"presence_enabled,omitempty"`
 
 	// Accounts: discovery, registration tokens, login tokens, refresh
 	// tokens, rate limits (api.AccountConfig; names as in Synapse).

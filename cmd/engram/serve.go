@@ -104,6 +104,7 @@ func serve(args []string, stderr io.Writer) error {
 		DefaultRoomVersion:       cfg.DefaultRoomVersion,
 		EnableMetrics:            cfg.EnableMetrics,
 		Accounts:                 accountsConfig(cfg),
+		DisablePresence:          cfg.PresenceEnabled != nil && !*cfg.PresenceEnabled,
 	}, n.log, n.store, seq, logger)
 	srv.AddMetric(api.Gauge{Name: "engram_event_cache_hit_ratio", Help: "Hit ratio of the decoded event cache.", Read: n.store.CacheHitRatio})
 	srv.AddMetric(api.Gauge{Name: "engram_log_commits_total", Type: "counter", Help: "Durable group commits (one fsync each).",
