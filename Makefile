@@ -23,7 +23,7 @@ unit:
 # Each fuzz target briefly (their seed corpora also run in `unit`);
 # FUZZTIME=10m make fuzz for a longer run.
 FUZZ_TARGETS = dag:FuzzCanonical dag:FuzzParseEvent stateres:FuzzResolve log:FuzzDecodeEnvelope \
-	projections:FuzzDecodeRecord bench:FuzzReadResult
+	projections:FuzzDecodeRecord bench:FuzzReadResult api:FuzzGlobMatch
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t#*:}; \

@@ -646,9 +646,16 @@ func (s *Server) sendEvent(r *Req) error {
 		}
 		redacts = c.Redacts
 	}
+	txn := txnKey(r.User, r.Device, room, r.Param("txnId"))
+	if _, err := s.store.TxnEvent(txn); err != nil {
+		// Not a retry of a stored send: check its relation (a retry of a
+		// send that already made an annotation must not count as a duplicate).
+		if err := s.validateRelation(room, r.User, typ, content); err != nil {
+			return err
+		}
+	}
 	res, err := s.rooms.Send(rooms.Event{
-		Room: room, Sender: r.User, Type: typ, Content: content, Redacts: redacts,
-		Txn: txnKey(r.User, r.Device, room, r.Param("txnId")),
+		Room: room, Sender: r.User, Type: typ, Content: content, Redacts: redacts, Txn: txn,
 	})
 	if err != nil {
 		return roomError(err)

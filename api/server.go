@@ -52,6 +52,9 @@ type Server struct {
 	metrics  metrics
 	// remoteJoin joins a room through federation (see SetRemoteJoin).
 	remoteJoin func(room, user string, via []string) (string, error)
+	// fed is the server-server API, when federation runs (SetFederation,
+	// api/fed_bridge.go).
+	fed Federation
 	// e2ee coordinates end-to-end encryption writes (api/e2ee.go).
 	e2ee e2eeState
 	// hub holds /sync's in-memory streams (typing, presence) and background

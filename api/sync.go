@@ -453,8 +453,16 @@ func (st *syncState) roomsToSend() ([]roomToSend, error) {
 			default:
 				continue
 			}
+			newly := st.initial
+			if !newly && m.Membership == projections.MemberJoin && m.Seq > st.since.log {
+				before, err := st.membership(u.RoomID, st.since.log)
+				if err != nil {
+					return nil, err
+				}
+				newly = before.Membership != projections.MemberJoin
+			}
 			seen[u.RoomID] = true
-			out = append(out, roomToSend{room: u.RoomID, m: m, full: true, newlyJoined: st.initial || m.Seq > st.since.log})
+			out = append(out, roomToSend{room: u.RoomID, m: m, full: true, newlyJoined: newly})
 		}
 		if st.initial {
 			return out, nil

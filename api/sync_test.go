@@ -722,3 +722,39 @@ func TestPresenceTimeouts(t *testing.T) {
 		t.Fatalf("offline: %s", s2.raw)
 	}
 }
+
+func FuzzParseSyncToken(f *testing.F) {
+	for _, s := range []string{"s1", "s12_34", "t5", "s1_2_3", "s_", "", "s99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, ok := parseSyncToken(s)
+		if !ok {
+			return
+		}
+		if q, ok := parseSyncToken(p.token()); !ok || q != p {
+			t.Fatalf("%q -> %+v -> %q -> %+v", s, p, p.token(), q)
+		}
+	})
+}
+
+func FuzzSyncFilter(f *testing.F) {
+	for _, s := range []string{`{}`, `{"room":{"timeline":{"limit":3,"types":["m.*"]}}}`, `{"event_fields":["content.body","a\\.b"]}`, `{"room":{"rooms":null}}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var fl syncFilter
+		if decodeJSON([]byte(s), &fl) != nil || fl.validate() != nil {
+			return
+		}
+		fl.timelineLimit()
+		fl.roomAllowed("!r:x")
+		fl.Room.Timeline.allows("m.room.message", "@u:x")
+		if len(fl.EventFields) > 0 {
+			out := applyEventFields([]byte(`{"content":{"body":"x","a.b":1},"type":"t"}`), fl.EventFields)
+			if !json.Valid(out) {
+				t.Fatalf("event_fields output: %s", out)
+			}
+		}
+	})
+}

@@ -26,10 +26,7 @@ import {
 } from "./harness.mjs";
 
 // Scenario name -> why it is todo. Keep in step with the server.
-const TODO = {
-    "reaction: a second identical annotation is rejected with M_DUPLICATE_ANNOTATION":
-        "server accepts duplicate annotations (spec: should be rejected with 400 M_DUPLICATE_ANNOTATION)",
-};
+const TODO = {};
 const opts = (name) => (TODO[name] ? { todo: TODO[name] } : {});
 /** test() with the TODO table applied. */
 const scenario = (name, fn) => test(name, opts(name), fn);

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 )
 
 // evalOne compiles one rule and evaluates it against an event for user.
@@ -313,4 +314,23 @@ func TestUnreadCounts(t *testing.T) {
 	if th, _ := store.ThreadOf("$4"); th != "$1" {
 		t.Fatalf("thread of $4: %q", th)
 	}
+}
+
+// FuzzPushGlob: any pattern compiles (or fails cleanly) and a pattern
+// without wildcards matches itself, ignoring case.
+func FuzzPushGlob(f *testing.F) {
+	for _, s := range []string{"lunc?*", "ex*ple", "[a-z]", `\`, "(", "ß", ""} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, glob string, words bool) {
+		re, err := globRegexp(glob, words)
+		if err != nil {
+			return
+		}
+		if !strings.ContainsAny(glob, "*?") && utf8.ValidString(glob) && !re.MatchString(glob) {
+			t.Fatalf("%q does not match itself (words %v)", glob, words)
+		}
+		splitPath(glob)
+	})
 }

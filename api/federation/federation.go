@@ -45,6 +45,8 @@ type Federation struct {
 	txnMu sync.Mutex
 	txns  map[string][]byte // origin\x00txnID -> answer
 	txnQ  []string
+
+	edus eduHandlers
 }
 
 // New builds the federation service. Start the sender with Run and serve

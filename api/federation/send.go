@@ -48,6 +48,7 @@ func (f *Federation) handleSend(r *req) error {
 	}
 	f.txnMu.Unlock()
 	results := f.processPDUs(r.origin, t.PDUs)
+	f.processEDUs(r.origin, t.EDUs)
 	b, err := json.Marshal(map[string]any{"pdus": results})
 	if err != nil {
 		return err

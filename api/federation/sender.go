@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"engram/dag"
@@ -25,16 +26,24 @@ type Sender struct {
 	done    chan struct{}
 	wg      sync.WaitGroup
 	started bool
+	// tailPos is how far the tailer has looked for new destinations; a
+	// worker started for EDUs begins there.
+	tailPos atomic.Uint64
+	epoch   int64
+	txnSeq  atomic.Uint64
 }
 
 type worker struct {
 	dest string
 	pos  uint64
 	poke chan struct{}
+	// edus are ephemeral EDUs waiting to go (typing, presence), under
+	// Sender.mu; bounded by maxPendingEDUs, oldest dropped first.
+	edus []json.RawMessage
 }
 
 func newSender(f *Federation) *Sender {
-	return &Sender{f: f, workers: map[string]*worker{}, done: make(chan struct{})}
+	return &Sender{f: f, workers: map[string]*worker{}, done: make(chan struct{}), epoch: time.Now().UnixMilli()}
 }
 
 // Run starts the sender: a worker per known destination and the tailer.
@@ -52,6 +61,7 @@ func (f *Federation) Run() error {
 		}
 	}
 	s.mu.Unlock()
+	s.tailPos.Store(pos[""])
 	s.wg.Add(1)
 	go s.tail(pos[""])
 	return nil
@@ -145,13 +155,17 @@ func (s *Sender) tail(from uint64) {
 		if last > pos {
 			var recs []log.Record
 			_ = s.f.log.Read(pos+1, func(seq uint64, rec log.Record) error {
-				ev := s.ownEvent(rec)
-				if ev == nil {
+				var dests []string
+				if ev := s.ownEvent(rec); ev != nil {
+					dests = s.destinations(ev)
+				} else if r := s.ownReceipt(rec); r != nil {
+					dests = s.f.roomServers(r.RoomID)
+				} else {
 					return nil
 				}
 				s.mu.Lock()
 				var fresh []string
-				for _, d := range s.destinations(ev) {
+				for _, d := range dests {
 					if _, ok := s.workers[d]; !ok && s.started {
 						fresh = append(fresh, d)
 						s.startLocked(d, seq-1)
@@ -176,6 +190,7 @@ func (s *Sender) tail(from uint64) {
 				}
 			}
 			pos = last
+			s.tailPos.Store(pos)
 			s.wake("")
 		}
 		select {
@@ -213,7 +228,7 @@ func (s *Sender) run(w *worker) {
 
 // deliver sends the next transaction (if any) to w.dest.
 func (s *Sender) deliver(w *worker) error {
-	var pdus []json.RawMessage
+	var pdus, receipts []json.RawMessage
 	scanned := w.pos
 	first := w.pos + 1
 	err := s.f.log.Read(w.pos+1, func(seq uint64, rec log.Record) error {
@@ -224,9 +239,16 @@ func (s *Sender) deliver(w *worker) error {
 					break
 				}
 			}
+		} else if r := s.ownReceipt(rec); r != nil && len(receipts) < maxEDUs/2 {
+			for _, d := range s.f.roomServers(r.RoomID) {
+				if d == w.dest {
+					receipts = append(receipts, receiptEDU(r))
+					break
+				}
+			}
 		}
 		scanned = seq
-		if len(pdus) >= maxPDUs {
+		if len(pdus) >= maxPDUs || len(receipts) >= maxEDUs/2 {
 			return errStop
 		}
 		return nil
@@ -234,14 +256,18 @@ func (s *Sender) deliver(w *worker) error {
 	if err != nil && !errors.Is(err, errStop) {
 		return err
 	}
-	if len(pdus) == 0 {
+	edus := s.takeEDUs(w, maxEDUs-len(receipts))
+	edus = append(receipts, edus...)
+	if len(pdus) == 0 && len(edus) == 0 {
 		w.pos = scanned
 		return nil
 	}
-	txn := map[string]any{"origin": s.f.cfg.ServerName, "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus, "edus": []any{}}
+	txn := map[string]any{"origin": s.f.cfg.ServerName, "origin_server_ts": time.Now().UnixMilli(), "pdus": nonNil(pdus), "edus": edus}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	txnID := fmt.Sprintf("%d-%d", first, scanned)
+	// Transaction IDs are unique per sending process: a retry after a
+	// failure is a new transaction (PDUs are deduplicated by event ID).
+	txnID := fmt.Sprintf("%d-%d-%d-%d", s.epoch, first, scanned, s.txnSeq.Add(1))
 	var resp struct {
 		PDUs map[string]struct {
 			Error string `json:"error"`
@@ -257,6 +283,7 @@ func (s *Sender) deliver(w *worker) error {
 			if he != nil {
 				s.f.client.failed(w.dest) // transport errors were counted by the client
 			}
+			s.requeueEDUs(w, edus[len(receipts):])
 			return err
 		}
 	}
