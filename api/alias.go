@@ -88,6 +88,9 @@ func (s *Server) getAlias(r *Req) error {
 		return e
 	}
 	if !local {
+		if done, err := s.fedGetAlias(r, alias); done || err != nil {
+			return err
+		}
 		return errNotFound("Room alias " + alias + " not found.")
 	}
 	room, _, err := s.store.Alias(alias)

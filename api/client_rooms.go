@@ -472,6 +472,9 @@ func (s *Server) join(r *Req) error {
 	if e := r.decode(&b); e != nil {
 		return e
 	}
+	if done, err := s.fedJoinAlias(r, target); done || err != nil {
+		return err
+	}
 	room, err := s.resolveRoom(target)
 	if err != nil {
 		return err
@@ -524,6 +527,9 @@ func (s *Server) leave(r *Req) error {
 	room := r.Param("roomId")
 	if m, err := s.store.MemberOf(room, r.User); err == nil && m.Membership == projections.MemberLeave {
 		return r.json(struct{}{}) // already left: nothing to do
+	}
+	if done, err := s.fedLeave(r, room); done || err != nil {
+		return err
 	}
 	if _, err := s.setMembership(r, room, r.User, "leave", reasonExtra(b.Reason)); err != nil {
 		return err
@@ -579,6 +585,11 @@ func (s *Server) targetMembership(membership string) handler {
 			case projections.MemberJoin, projections.MemberInvite, projections.MemberKnock:
 			default:
 				return errForbidden("The target user is not in the room")
+			}
+		}
+		if membership == "invite" {
+			if done, err := s.fedInvite(r, room, b.UserID, reasonExtra(b.Reason)); done || err != nil {
+				return err
 			}
 		}
 		if _, err := s.setMembership(r, room, b.UserID, membership, reasonExtra(b.Reason)); err != nil {

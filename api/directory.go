@@ -237,6 +237,9 @@ func (s *Server) publicRoomsGet(r *Req) error {
 		}
 		q.Limit = &n
 	}
+	if done, err := s.fedPublicRooms(r, q, false); done || err != nil {
+		return err
+	}
 	return s.publicRooms(r, q)
 }
 
@@ -256,6 +259,9 @@ func (s *Server) publicRoomsPost(r *Req) error {
 	_, present := probe.Filter["room_types"]
 	q.roomTypesFilterActive = present && len(q.Filter.RoomTypes) > 0
 	q.server = r.Query("server")
+	if done, err := s.fedPublicRooms(r, q, true); done || err != nil {
+		return err
+	}
 	return s.publicRooms(r, q)
 }
 

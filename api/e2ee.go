@@ -19,9 +19,11 @@ import (
 // them. Every change is a log record, so nothing is lost on restart and a
 // replay rebuilds the same keys, inboxes and backups.
 //
-// Remote users are answered through federation later: the seams are
-// queryRemoteKeys, claimRemoteKeys and sendRemoteToDevice, which today
-// report the remote servers under "failures" (or drop the message).
+// Remote users are answered through federation (api/e2ee_remote.go):
+// queryRemoteKeys, claimRemoteKeys and sendRemoteToDevice ask or tell the
+// users' servers once SetE2EEFederation installed the outbound client;
+// without it (single-server mode) remote servers are reported under
+// "failures" and to-device messages to them are dropped.
 
 func (s *Server) e2eeRoutes() {
 	rt := &s.rt
@@ -45,6 +47,10 @@ type e2eeState struct {
 	stripes [64]sync.Mutex
 	// users serialize per-user writes (cross-signing, backups).
 	users [64]sync.Mutex
+	// fedDo makes a signed federation request (nil without federation).
+	fedDo fedDoFunc
+	// remote caches remote users' keys (api/e2ee_remote.go).
+	remote remoteKeyCache
 }
 
 func stripeOf(parts ...string) int {

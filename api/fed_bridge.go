@@ -2,8 +2,13 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"engram/projections"
 )
@@ -34,10 +39,6 @@ type Federation interface {
 	// PublicRooms asks another server for its room directory; body is the
 	// POST body (nil for GET).
 	PublicRooms(server string, query map[string]string, body []byte) (json.RawMessage, error)
-	// Backfill fetches older events of a room joined over federation,
-	// before the room's earliest local events; it reports how many it
-	// stored.
-	Backfill(room string, limit int) (int, error)
 }
 
 // SetFederation installs the federation and starts the watcher that sends
@@ -283,4 +284,161 @@ func (s *Server) FedReceipt(origin string, content json.RawMessage) {
 			}
 		}
 	}
+}
+
+// ---- seams used by the client API's handlers ----
+
+// isRemote reports whether an ID belongs to another server and federation
+// runs.
+func (s *Server) isRemote(id string) bool {
+	d := domainOf(id)
+	return s.fed != nil && d != "" && d != s.cfg.ServerName
+}
+
+// fedJoinAlias joins through a remote room alias: /query/directory gives
+// the room and the servers to join through.
+func (s *Server) fedJoinAlias(r *Req, alias string) (bool, error) {
+	if !strings.HasPrefix(alias, "#") || !s.isRemote(alias) || s.remoteJoin == nil {
+		return false, nil
+	}
+	room, servers, err := s.fed.QueryAlias(alias)
+	if err != nil {
+		return true, errNotFound("Room alias " + alias + " not found")
+	}
+	if _, err := s.store.RoomVersion(room); err == nil {
+		return false, nil // a room we take part in: a local join
+	}
+	id, err := s.remoteJoin(room, r.User, servers)
+	if err != nil {
+		s.logger.Info("remote join failed", "room", room, "err", err)
+		return true, errForbidden("Could not join the room over federation")
+	}
+	return true, r.json(map[string]string{"room_id": id})
+}
+
+// fedGetAlias answers GET /directory/room/{alias} for a remote alias.
+func (s *Server) fedGetAlias(r *Req, alias string) (bool, error) {
+	if !s.isRemote(alias) {
+		return false, nil
+	}
+	room, servers, err := s.fed.QueryAlias(alias)
+	if err != nil {
+		return true, errNotFound("Room alias " + alias + " not found.")
+	}
+	return true, r.json(map[string]any{"room_id": room, "servers": servers})
+}
+
+// fedInvite invites a remote user (membership "invite" of another
+// server's user).
+func (s *Server) fedInvite(r *Req, room, target string, extra map[string]any) (bool, error) {
+	if !s.isRemote(target) {
+		return false, nil
+	}
+	c := map[string]any{"membership": "invite"}
+	for k, v := range extra {
+		c[k] = v
+	}
+	if _, err := s.fed.Invite(room, r.User, target, mustJSON(c)); err != nil {
+		s.logger.Info("remote invite failed", "room", room, "target", target, "err", err)
+		if e := roomError(err); e != err {
+			return true, e
+		}
+		return true, errForbidden("The invitee's server refused the invite")
+	}
+	return true, r.json(struct{}{})
+}
+
+// fedLeave rejects a remote invite (leave of a room this server does not
+// take part in).
+func (s *Server) fedLeave(r *Req, room string) (bool, error) {
+	if s.fed == nil {
+		return false, nil
+	}
+	done, err := s.fed.RejectInvite(room, r.User)
+	if !done {
+		return false, nil
+	}
+	if err != nil {
+		s.logger.Info("rejecting remote invite failed", "room", room, "err", err)
+		return true, merr(502, "M_UNKNOWN", "Could not reach the inviting server")
+	}
+	return true, r.json(struct{}{})
+}
+
+// fedProfile answers profile lookups of remote users (field "" for the
+// whole profile).
+func (s *Server) fedProfile(r *Req, user, field string) (bool, error) {
+	if !s.isRemote(user) {
+		return false, nil
+	}
+	p, err := s.fed.QueryProfile(user, field)
+	if err != nil || len(p) == 0 {
+		return true, errNotFound("Profile not found")
+	}
+	if field != "" {
+		v, ok := p[field]
+		if !ok {
+			return true, errNotFound("Profile field not found")
+		}
+		return true, r.json(map[string]any{field: v})
+	}
+	return true, r.json(p)
+}
+
+// fedPublicRooms forwards /publicRooms?server= to another server.
+func (s *Server) fedPublicRooms(r *Req, q *publicRoomsQuery, post bool) (bool, error) {
+	if q.server == "" || q.server == s.cfg.ServerName || s.fed == nil {
+		return false, nil
+	}
+	query := map[string]string{"since": q.Since}
+	if q.Limit != nil {
+		query["limit"] = strconv.Itoa(*q.Limit)
+	}
+	var body []byte
+	if post {
+		body, _ = r.body()
+		if len(body) == 0 {
+			body = []byte("{}")
+		}
+	}
+	out, err := s.fed.PublicRooms(q.server, query, body)
+	if err != nil {
+		return true, errNotFound("Cannot reach server " + q.server)
+	}
+	r.raw(200, out)
+	return true, nil
+}
+
+// FedPublicRooms serves /publicRooms to other servers from the client
+// API's directory code: the query parameters (GET) or body (POST) in, the
+// JSON answer and status out.
+func (s *Server) FedPublicRooms(query map[string]string, body []byte) ([]byte, int) {
+	ctx := &fasthttp.RequestCtx{}
+	q := &publicRoomsQuery{Since: query["since"]}
+	if l := query["limit"]; l != "" {
+		if n, err := strconv.Atoi(l); err == nil && n >= 0 {
+			q.Limit = &n
+		}
+	}
+	if body != nil {
+		if err := json.Unmarshal(body, q); err != nil {
+			return []byte(`{"errcode":"M_BAD_JSON","error":"Invalid body"}`), 400
+		}
+		var probe struct {
+			Filter map[string]json.RawMessage `json:"filter"`
+		}
+		json.Unmarshal(body, &probe)
+		_, present := probe.Filter["room_types"]
+		q.roomTypesFilterActive = present && len(q.Filter.RoomTypes) > 0
+	}
+	r := &Req{ctx: ctx, s: s}
+	if err := s.publicRooms(r, q); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			b, _ := json.Marshal(map[string]string{"errcode": e.Code, "error": e.Message})
+			return b, e.Status
+		}
+		return []byte(`{"errcode":"M_UNKNOWN","error":"Internal error"}`), 500
+	}
+	return append([]byte(nil), ctx.Response.Body()...), ctx.Response.StatusCode()
 }

@@ -273,19 +273,19 @@ func crossSigningPub(raw []byte) (string, bool) {
 	return "", false
 }
 
-// keysQuery serves POST /keys/query.
+// keysQuery serves POST /keys/query. Remote users are asked of their
+// servers (POST /_matrix/federation/v1/user/keys/query, in parallel, within
+// the request's timeout) unless their keys are cached (api/e2ee_remote.go);
+// a server that does not answer is listed under failures.
 func (s *Server) keysQuery(r *Req) error {
 	var b struct {
 		DeviceKeys map[string][]string `json:"device_keys"`
+		Timeout    *int64              `json:"timeout"`
 	}
 	if e := r.decode(&b); e != nil {
 		return e
 	}
-	deviceKeys := map[string]map[string]json.RawMessage{}
-	master := map[string]json.RawMessage{}
-	selfSigning := map[string]json.RawMessage{}
-	userSigning := map[string]json.RawMessage{}
-	failures := map[string]any{}
+	res := newKeysQueryResult()
 	remote := map[string]map[string][]string{}
 	for user, devices := range b.DeviceKeys {
 		if !s.accounts.isLocal(user) {
@@ -297,51 +297,70 @@ func (s *Server) keysQuery(r *Req) error {
 			}
 			continue
 		}
-		dk, err := s.localDeviceKeys(user, devices)
-		if err != nil {
+		if err := s.localKeys(res, user, devices, r.User); err != nil {
 			return err
 		}
-		deviceKeys[user] = dk
-		for _, p := range []struct {
-			typ string
-			out map[string]json.RawMessage
-		}{{projections.CrossSigningMaster, master}, {projections.CrossSigningSelfSigning, selfSigning}, {projections.CrossSigningUserSigning, userSigning}} {
-			if p.typ == projections.CrossSigningUserSigning && user != r.User {
-				continue
-			}
-			raw, err := s.store.CrossSigningKey(user, p.typ)
-			if errors.Is(err, projections.ErrNotFound) {
-				continue
-			} else if err != nil {
-				return err
-			}
-			if pub, ok := crossSigningPub(raw); ok {
-				sigs, err := s.storedSignatures(user, pub, r.User)
-				if err != nil {
-					return err
-				}
-				if raw, err = mergeSignatures(raw, sigs, nil); err != nil {
-					return err
-				}
-			}
-			p.out[user] = raw
-		}
 	}
-	for srv, users := range remote {
-		if f := s.queryRemoteKeys(srv, users); f != nil {
-			failures[srv] = f
-		}
-	}
-	return r.json(map[string]any{"device_keys": deviceKeys, "master_keys": master,
-		"self_signing_keys": selfSigning, "user_signing_keys": userSigning, "failures": failures})
+	s.queryRemoteKeys(res, remote, remoteTimeout(b.Timeout))
+	return r.json(map[string]any{"device_keys": res.deviceKeys, "master_keys": res.master,
+		"self_signing_keys": res.selfSigning, "user_signing_keys": res.userSigning, "failures": res.failures})
 }
 
-// queryRemoteKeys is the federation seam of /keys/query
-// (POST /_matrix/federation/v1/user/keys/query). Until federation is wired
-// it reports the server as unreachable, as Synapse does for a server it
-// cannot reach.
-func (s *Server) queryRemoteKeys(server string, users map[string][]string) map[string]any {
-	return map[string]any{"status": 503, "message": "Not ready for retry"}
+// keysQueryResult accumulates a /keys/query answer (also the federation's
+// /user/keys/query answer, without user_signing_keys and failures).
+type keysQueryResult struct {
+	deviceKeys                       map[string]map[string]json.RawMessage
+	master, selfSigning, userSigning map[string]json.RawMessage
+	failures                         map[string]any
+}
+
+func newKeysQueryResult() *keysQueryResult {
+	return &keysQueryResult{deviceKeys: map[string]map[string]json.RawMessage{}, master: map[string]json.RawMessage{},
+		selfSigning: map[string]json.RawMessage{}, userSigning: map[string]json.RawMessage{}, failures: map[string]any{}}
+}
+
+// localKeys adds a local user's device keys and cross-signing keys to res,
+// as requester may see them (requester "" is another server: no
+// user-signing key).
+func (s *Server) localKeys(res *keysQueryResult, user string, devices []string, requester string) error {
+	dk, err := s.localDeviceKeys(user, devices)
+	if err != nil {
+		return err
+	}
+	res.deviceKeys[user] = dk
+	for _, p := range []struct {
+		typ string
+		out map[string]json.RawMessage
+	}{{projections.CrossSigningMaster, res.master}, {projections.CrossSigningSelfSigning, res.selfSigning}, {projections.CrossSigningUserSigning, res.userSigning}} {
+		if p.typ == projections.CrossSigningUserSigning && user != requester {
+			continue
+		}
+		raw, err := s.localCrossSigningKey(user, p.typ, requester)
+		if errors.Is(err, projections.ErrNotFound) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		p.out[user] = raw
+	}
+	return nil
+}
+
+// localCrossSigningKey returns a local user's cross-signing key of a type
+// with the signatures requester may see merged in.
+func (s *Server) localCrossSigningKey(user, typ, requester string) (json.RawMessage, error) {
+	raw, err := s.store.CrossSigningKey(user, typ)
+	if err != nil {
+		return nil, err
+	}
+	if pub, ok := crossSigningPub(raw); ok {
+		sigs, err := s.storedSignatures(user, pub, requester)
+		if err != nil {
+			return nil, err
+		}
+		return mergeSignatures(raw, sigs, nil)
+	}
+	return raw, nil
 }
 
 // localDeviceKeys returns a local user's device keys (all devices when
@@ -384,20 +403,25 @@ func (s *Server) localDeviceKeys(user string, devices []string) (map[string]json
 // (lockDevices) and logged before the answer, so a one-time key is handed
 // out exactly once, across concurrent claims, restarts and replays. When a
 // device has no one-time key of the algorithm left, its fallback key is
-// returned (and stays until the device replaces it).
+// returned (and stays until the device replaces it). Keys of remote users
+// are claimed from their servers (POST /_matrix/federation/v1/user/keys/claim).
 func (s *Server) keysClaim(r *Req) error {
 	var b struct {
 		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+		Timeout     *int64                       `json:"timeout"`
 	}
 	if e := r.decode(&b); e != nil {
 		return e
 	}
 	local := map[string]map[string]string{}
-	failures := map[string]any{}
+	remote := map[string]map[string]map[string]string{}
 	for user, devs := range b.OneTimeKeys {
 		if !s.accounts.isLocal(user) {
 			if srv := serverOf(user); srv != "" {
-				failures[srv] = s.claimRemoteKeys(srv)
+				if remote[srv] == nil {
+					remote[srv] = map[string]map[string]string{}
+				}
+				remote[srv][user] = devs
 			}
 			continue
 		}
@@ -407,6 +431,7 @@ func (s *Server) keysClaim(r *Req) error {
 	if err != nil {
 		return err
 	}
+	failures := s.claimRemoteKeys(result, remote, remoteTimeout(b.Timeout))
 	return r.json(map[string]any{"one_time_keys": result, "failures": failures})
 }
 
@@ -477,12 +502,6 @@ func (s *Server) claimLocalKeys(req map[string]map[string]string) (map[string]ma
 		}
 	}
 	return result, nil
-}
-
-// claimRemoteKeys is the federation seam of /keys/claim
-// (POST /_matrix/federation/v1/user/keys/claim).
-func (s *Server) claimRemoteKeys(server string) map[string]any {
-	return map[string]any{"status": 503, "message": "Not ready for retry"}
 }
 
 // keysChanges serves GET /keys/changes.

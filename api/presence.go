@@ -285,7 +285,7 @@ func (st *syncState) visiblePresence(users []string) ([]string, error) {
 			continue
 		}
 		ok, seen := st.shares[u]
-		if !seen {
+		if !seen && !st.sharesComplete {
 			var err error
 			if ok, err = st.s.sharesRoom(st.user, u); err != nil {
 				return nil, err
@@ -297,6 +297,33 @@ func (st *syncState) visiblePresence(users []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// loadCoMembers fills the shared-room memo with every user joined to one
+// of the syncing user's rooms (others then share none).
+func (st *syncState) loadCoMembers() error {
+	urs, err := st.s.store.UserRooms(st.user)
+	if err != nil {
+		return err
+	}
+	co := map[string]bool{st.user: true}
+	for _, u := range urs {
+		if u.Membership != projections.MemberJoin {
+			continue
+		}
+		ms, err := st.s.store.Members(u.RoomID)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if m.Membership == projections.MemberJoin {
+				co[m.UserID] = true
+			}
+		}
+	}
+	st.shares = co
+	st.sharesComplete = true
+	return nil
 }
 
 // appendPresence appends the presence section's events: every known
@@ -315,6 +342,13 @@ func (st *syncState) appendPresence(b []byte) ([]byte, bool, error) {
 		}
 		h.mu.Unlock()
 		sort.Strings(all)
+		if len(all) > 64 {
+			// Many known users: one pass over the user's rooms' members
+			// beats a shared-room check per known user.
+			if err := st.loadCoMembers(); err != nil {
+				return nil, false, err
+			}
+		}
 		var err error
 		if users, err = st.visiblePresence(all); err != nil {
 			return nil, false, err

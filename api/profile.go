@@ -88,6 +88,9 @@ func (s *Server) getProfile(r *Req) error {
 	if e != nil {
 		return e
 	}
+	if done, err := s.fedProfile(r, user, ""); done || err != nil {
+		return err
+	}
 	ok, err := s.profileExists(user)
 	if err != nil {
 		return err
@@ -134,6 +137,9 @@ func (s *Server) getProfileField(r *Req) error {
 	key, e := s.profileKey(r)
 	if e != nil {
 		return e
+	}
+	if done, err := s.fedProfile(r, user, key); done || err != nil {
+		return err
 	}
 	ok, err := s.profileExists(user)
 	if err != nil {

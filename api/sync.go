@@ -138,6 +138,9 @@ func (s *Server) runSync(done <-chan struct{}, req *syncRequest, timeout time.Du
 			if st.nonEmpty || req.fullState || expired {
 				return body, nil
 			}
+			// Everything found was filtered out: forget it, so the next
+			// wake does not rebuild it (it would be filtered again).
+			st.resetCollected()
 		}
 		if timer == nil {
 			timer = time.NewTimer(time.Until(deadline))
@@ -175,16 +178,22 @@ type syncState struct {
 	seen        map[string]bool // dedup of globalAD/presence entries
 	extChanged  bool
 
-	shares  map[string]bool // presence visibility memo
-	ignored map[string]bool // m.ignored_user_list, loaded once
+	shares         map[string]bool // presence visibility memo
+	sharesComplete bool            // shares lists every co-member
+	ignored        map[string]bool // m.ignored_user_list, loaded once
 
 	nonEmpty bool
 }
 
 func newSyncState(s *Server, req *syncRequest, since syncPos) *syncState {
-	return &syncState{s: s, req: req, f: req.filter, user: req.user, device: req.device, since: since,
-		rooms: map[string]bool{}, roomAD: map[string][]string{}, typingRooms: map[string]bool{},
-		seen: map[string]bool{}, shares: map[string]bool{}}
+	st := &syncState{s: s, req: req, f: req.filter, user: req.user, device: req.device, since: since, shares: map[string]bool{}}
+	st.resetCollected()
+	return st
+}
+
+func (st *syncState) resetCollected() {
+	st.rooms, st.roomOrder, st.roomAD, st.typingRooms = map[string]bool{}, nil, map[string][]string{}, map[string]bool{}
+	st.globalAD, st.presence, st.seen, st.extChanged = nil, nil, map[string]bool{}, false
 }
 
 // pending reports whether collection found anything.
@@ -324,6 +333,9 @@ func (st *syncState) membership(room string, at uint64) (projections.Member, err
 	return projections.Member{UserID: st.user, Membership: projections.MembershipCode(rec.Membership), Seq: pos, EventID: id}, nil
 }
 
+// pushWait bounds how long a sync waits for the push projection.
+const pushWait = 50 * time.Millisecond
+
 // build writes the response for (since, upto].
 func (st *syncState) build(upto syncPos) ([]byte, error) {
 	st.upto = upto
@@ -343,6 +355,13 @@ func (st *syncState) build(upto syncPos) ([]byte, error) {
 	rooms, err := st.roomsToSend()
 	if err != nil {
 		return nil, err
+	}
+	if len(rooms) > 0 {
+		// Unread counts come from the push projection, which folds behind
+		// the log: give it a moment to reach this response's position so a
+		// new event's count arrives with the event. Bounded, so a lagging
+		// fold delays a sync by at most this much.
+		st.s.store.WaitApplied(projections.PushID, upto.log, pushWait)
 	}
 	for _, rm := range rooms {
 		var part []byte

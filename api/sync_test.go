@@ -263,6 +263,7 @@ func TestSyncLongPollWakes(t *testing.T) {
 	ts, alice, bob, room := syRoomPair(t, Config{EnableRegistration: true})
 	carol := ts.register("carol")
 	elsewhere := ts.syCreate(carol, `{}`)
+	seed := ts.syMsg(alice, room, "seed")
 	since := ts.sySync(bob, "").NextBatch
 	cases := []struct {
 		name  string
@@ -274,9 +275,8 @@ func TestSyncLongPollWakes(t *testing.T) {
 			ts.syOK("PUT", syPath(room, "/typing/@alice:test.local"), alice, `{"typing":true,"timeout":30000}`)
 		}, func(s *sySync) bool { return syHas(s.types(room, "ephemeral"), "m.typing") }},
 		{"receipt", func() {
-			id := ts.syMsg(bob, room, "mine")
-			_ = id
-		}, func(s *sySync) bool { return len(s.Rooms.Join[room].Timeline.Events) == 1 }},
+			ts.syOK("POST", syPath(room, "/receipt/m.read/", url.PathEscape(seed)), alice, `{}`)
+		}, func(s *sySync) bool { return syHas(s.types(room, "ephemeral"), "m.receipt") }},
 		{"account data", func() {
 			ts.syOK("PUT", "/user/@bob:test.local/account_data/org.example.x", bob, `{"a":1}`)
 		}, func(s *sySync) bool {
@@ -448,7 +448,8 @@ func TestReceipts(t *testing.T) {
 // with unread_thread_notifications.
 func TestUnreadNotifications(t *testing.T) {
 	ts, alice, bob, room := syRoomPair(t, Config{EnableRegistration: true})
-	ts.syJoin(ts.register("carol"), room) // three members: .m.rule.message, not one-to-one
+	carol := ts.register("carol")
+	ts.syJoin(carol, room) // three members: .m.rule.message, not one-to-one
 	counts := func(extra string) (*syCounts, map[string]syCounts) {
 		s := ts.sySync(bob, extra)
 		j := s.Rooms.Join[room]
@@ -484,6 +485,13 @@ func TestUnreadNotifications(t *testing.T) {
 	s := ts.syAfter(bob, since)
 	if j := s.Rooms.Join[room]; len(j.Timeline.Events) != 1 || *j.Unread != (syCounts{Notify: 1}) {
 		t.Fatalf("same response: %s", s.raw)
+	}
+	// @room highlights when the sender may notify the room: the creator
+	// (infinite power in v12) may, carol (power 0 < 50) may not.
+	ts.sySend(alice, room, "m.room.message", `{"msgtype":"m.text","body":"all","m.mentions":{"room":true}}`)
+	ts.sySend(carol, room, "m.room.message", `{"msgtype":"m.text","body":"all?","m.mentions":{"room":true}}`)
+	if c, _ := counts(""); *c != (syCounts{Notify: 3, Highlight: 1}) {
+		t.Fatalf("room mentions: %+v", c)
 	}
 }
 

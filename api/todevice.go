@@ -62,43 +62,47 @@ func (s *Server) sendToDevice(r *Req) error {
 			}
 			continue
 		}
-		known, err := s.store.Devices(u)
+		msgs, err := s.toDeviceTargets(u, devs)
 		if err != nil {
 			return err
 		}
-		// An explicitly addressed device gets its own content even when
-		// '*' is present too; unknown devices are skipped, as in Synapse.
-		target := map[string]json.RawMessage{}
-		for _, d := range known {
-			if c, ok := devs[d.DeviceID]; ok {
-				target[d.DeviceID] = c
-			} else if c, ok := devs["*"]; ok {
-				target[d.DeviceID] = c
-			}
-		}
-		ids := make([]string, 0, len(target))
-		for d := range target {
-			ids = append(ids, d)
-		}
-		sort.Strings(ids)
-		for _, d := range ids {
-			c := append([]byte(nil), bytes.TrimSpace(target[d])...)
-			rec.Msgs = append(rec.Msgs, projections.ToDeviceMsg{UserID: u, DeviceID: d, Content: c})
-		}
+		rec.Msgs = append(rec.Msgs, msgs...)
 	}
 	if err := s.appendRecords(rec); err != nil {
 		return err
 	}
 	for srv, msgs := range remote {
-		s.sendRemoteToDevice(srv, r.User, typ, txn, msgs)
+		s.sendRemoteToDevice(srv, r.User, r.Device, typ, txn, msgs)
 	}
 	return r.json(struct{}{})
 }
 
-// sendRemoteToDevice is the federation seam of to-device messages: an
-// m.direct_to_device EDU to server. Until the federation sender takes EDUs
-// the messages are dropped (logged), as a send to an unreachable server
-// would be after its retries.
-func (s *Server) sendRemoteToDevice(server, sender, typ, txn string, msgs map[string]map[string]json.RawMessage) {
-	s.logger.Debug("to-device for remote server dropped: federation EDUs not wired", "server", server, "sender", sender, "type", typ)
+// toDeviceTargets expands one local recipient's messages (device ID or
+// '*' to content) to the user's devices. An explicitly addressed device gets
+// its own content even when '*' is present too; unknown devices are
+// skipped, as in Synapse.
+func (s *Server) toDeviceTargets(u string, devs map[string]json.RawMessage) ([]projections.ToDeviceMsg, error) {
+	known, err := s.store.Devices(u)
+	if err != nil {
+		return nil, err
+	}
+	target := map[string]json.RawMessage{}
+	for _, d := range known {
+		if c, ok := devs[d.DeviceID]; ok {
+			target[d.DeviceID] = c
+		} else if c, ok := devs["*"]; ok {
+			target[d.DeviceID] = c
+		}
+	}
+	ids := make([]string, 0, len(target))
+	for d := range target {
+		ids = append(ids, d)
+	}
+	sort.Strings(ids)
+	out := make([]projections.ToDeviceMsg, 0, len(ids))
+	for _, d := range ids {
+		c := append([]byte(nil), bytes.TrimSpace(target[d])...)
+		out = append(out, projections.ToDeviceMsg{UserID: u, DeviceID: d, Content: c})
+	}
+	return out, nil
 }

@@ -8,11 +8,43 @@
 // explicitly so a changed default cannot hide a server bug.
 
 import { webcrypto } from "node:crypto";
+import * as RustCrypto from "@matrix-org/matrix-sdk-crypto-wasm";
 import { sdk, waitFor, startSyncing, http } from "./harness.mjs";
 
 // The wasm bindings use the Web Crypto API; Node 20 has it as a global, older
 // builds only under node:crypto.
 if (!globalThis.crypto) globalThis.crypto = webcrypto;
+
+// The first initRustCrypto logs at DEBUG before the level above can be
+// lowered; drop the Rust SDK's console lines below ERROR.
+if (!process.env.ENGRAM_E2E_SDK_LOG) {
+    for (const m of ["debug", "info", "log", "warn", "trace"]) {
+        const real = console[m].bind(console);
+        console[m] = (...args) => {
+            if (typeof args[0] === "string" && /^(TRACE|DEBUG|INFO|WARN) matrix_sdk/.test(args[0])) return;
+            real(...args);
+        };
+    }
+}
+
+// Timers that would hold the test process open for minutes after the last
+// client stopped: the Rust crypto wrapper arms a 5-minute setTimeout per
+// encrypted live event still waiting for its key (to drop a listener), and
+// ServerCapabilities re-arms its 6-hour poll when a fetch that was in flight
+// during stopClient() completes. They are unref'd: they still fire while the
+// process lives, they just do not keep it alive (as sdkenv.mjs does for the
+// request watchdogs).
+{
+    const prev = globalThis.setTimeout;
+    globalThis.setTimeout = function setTimeoutCryptoUnref(fn, ms, ...args) {
+        const t = prev(fn, ms, ...args);
+        if (typeof ms === "number" && ms >= 60_000 && /rust-crypto|serverCapabilities/.test(new Error().stack ?? "")) {
+            t?.unref?.();
+        }
+        return t;
+    };
+    Object.assign(globalThis.setTimeout, prev);
+}
 
 /** Logs in again as user (a register() result): a new device. */
 export async function loginNewDevice(server, user, displayName = "e2e second device") {
@@ -30,12 +62,25 @@ export async function loginNewDevice(server, user, displayName = "e2e second dev
  * A client for user with Rust crypto initialised in memory and syncing.
  * The device's keys are uploaded during initRustCrypto/first sync.
  */
-export async function cryptoClient(server, user, { timeout = 20_000 } = {}) {
+export async function cryptoClient(server, user, { timeout = 20_000, lazyLoadMembers = false } = {}) {
     const c = server.client(user);
     await c.initRustCrypto({ useIndexedDB: false });
+    // initRustCrypto turns the Rust SDK's tracing on at DEBUG (to the
+    // console); keep errors only, unless SDK logs are wanted.
+    if (!process.env.ENGRAM_E2E_SDK_LOG) new RustCrypto.Tracing(RustCrypto.LoggerLevel.Error).turnOn();
     const crypto = c.getCrypto();
     crypto.globalBlacklistUnverifiedDevices = false;
-    await startSyncing(c, { timeout });
+    if (lazyLoadMembers) {
+        // As Element does: members come from /members when the client
+        // needs them (here: to know whom to share a room key with).
+        await c.startClient({ lazyLoadMembers: true, pollTimeout: 5_000 });
+        await waitFor(() => ["PREPARED", "SYNCING"].includes(c.getSyncState()), {
+            timeout,
+            what: `${user.userId} first sync`,
+        });
+    } else {
+        await startSyncing(c, { timeout });
+    }
     // The device keys are on the server once the outgoing requests loop ran.
     await waitFor(
         async () => {

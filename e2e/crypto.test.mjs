@@ -8,6 +8,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { EngramServer, stopAllClients, waitFor, waitForRoom, uniqueName } from "./harness.mjs";
 import { cryptoClient, enableEncryption, loginNewDevice, sendText, waitForDecrypted } from "./crypto-util.mjs";
+import { startFederatedPair } from "./crypto-fed.mjs";
 
 let server;
 
@@ -86,8 +87,11 @@ test("a backed-up room key is restored on a fresh device", { timeout: 40_000 }, 
     assert.ok(roomId, "needs the first test");
     const crypto = a.getCrypto();
     await crypto.resetKeyBackup();
-    const info = await crypto.getActiveSessionBackupVersion();
-    assert.ok(info, "a backup version is active after resetKeyBackup");
+    // resetKeyBackup creates the version and enables it asynchronously.
+    const info = await waitFor(() => crypto.getActiveSessionBackupVersion(), {
+        timeout: 10_000,
+        what: "the new backup version to be active",
+    });
     const key = await crypto.getSessionBackupPrivateKey();
     assert.ok(key instanceof Uint8Array && key.length === 32);
 
@@ -125,4 +129,62 @@ test("a backed-up room key is restored on a fresh device", { timeout: 40_000 }, 
     await waitForDecrypted(a2, roomId, secret);
     await waitForDecrypted(a2, roomId, "hello bob, secretly");
     a2.stopClient();
+});
+
+test("users on two federated servers exchange encrypted messages", { timeout: 45_000 }, async (t) => {
+    const pair = await startFederatedPair();
+    if (pair.skip) {
+        t.skip(pair.skip);
+        return;
+    }
+    try {
+        const [sa, sb] = pair.servers;
+        const carol = await sa.register(uniqueName("carol"));
+        const dave = await sb.register(uniqueName("dave"));
+        assert.ok(carol.userId.endsWith(":" + pair.names[0]) && dave.userId.endsWith(":" + pair.names[1]));
+        // Lazy-loaded members (as Element): engram's initial /sync of a
+        // room joined over federation does not carry the room's state yet
+        // (see the report), while /members does.
+        const c = await cryptoClient(sa, carol, { lazyLoadMembers: true });
+        const d = await cryptoClient(sb, dave, { lazyLoadMembers: true });
+
+        const { room_id: room } = await c.createRoom({ preset: "public_chat", name: "federated secret" });
+        await d.joinRoom(room, { viaServers: [pair.names[0]] });
+        await waitForRoom(d, room, "join", { timeout: 15_000 });
+        await waitFor(() => c.getRoom(room)?.getMember(dave.userId)?.membership === "join", {
+            timeout: 15_000,
+            what: "carol's server to see dave joined",
+        });
+        await enableEncryption(c, room);
+        await waitFor(async () => d.getCrypto().isEncryptionEnabledInRoom(room), {
+            timeout: 15_000,
+            what: "dave's server to see the room encrypted",
+        });
+
+        // Carol's client finds dave's device through her server (keys
+        // query and claim over federation) and sends the room key as an
+        // Olm to-device message (m.direct_to_device EDU).
+        const id1 = await sendText(c, room, "across the federation, secretly");
+        const got1 = await waitForDecrypted(d, room, "across the federation, secretly", { timeout: 20_000 });
+        assert.equal(got1.getId(), id1);
+        await sendText(d, room, "and back, secretly");
+        const got2 = await waitForDecrypted(c, room, "and back, secretly", { timeout: 20_000 });
+        assert.equal(got2.getSender(), dave.userId);
+
+        // A second device of dave's reaches carol as a device list update.
+        const dave2 = await loginNewDevice(sb, dave);
+        const d2 = await cryptoClient(sb, dave2, { lazyLoadMembers: true });
+        await waitForRoom(d2, room, "join");
+        await waitFor(
+            async () => (await c.getCrypto().getUserDeviceInfo([dave.userId], true)).get(dave.userId)?.has(dave2.deviceId),
+            { timeout: 15_000, what: "carol to know dave's second device" },
+        );
+        await sendText(c, room, "for dave's new device");
+        await waitForDecrypted(d2, room, "for dave's new device", { timeout: 20_000 });
+        c.stopClient();
+        d.stopClient();
+        d2.stopClient();
+    } finally {
+        await pair.destroy();
+    }
 });

@@ -19,6 +19,7 @@ const (
 	KindToDeviceAck   log.Kind = 45 // a device has received its to-device messages up to a position
 	KindBackupVersion log.Kind = 46 // a key backup version was created, updated or deleted
 	KindBackupKeys    log.Kind = 47 // room keys were stored in or deleted from a backup
+	KindRemoteKeys    log.Kind = 48 // a remote user's device list or cross-signing keys changed (federation)
 )
 
 // OneTimeKey is one uploaded one-time or fallback key: "algorithm:keyID" and
@@ -83,6 +84,16 @@ type KeySignature struct {
 // KeySignaturesRecord is the body of KindKeySignatures, version 1.
 type KeySignaturesRecord struct {
 	Signatures []KeySignature `msgpack:"s"`
+}
+
+// RemoteKeysRecord is the body of KindRemoteKeys, version 1: another
+// server told us (m.device_list_update, m.signing_key_update) that one of
+// its users' keys changed. The keys themselves are not stored (the client
+// API caches them in memory and asks the user's server again); the record
+// puts the change in the key change stream, so local users sharing a room
+// with that user see it in device_lists.changed and query the keys again.
+type RemoteKeysRecord struct {
+	UserID string `msgpack:"u"`
 }
 
 // Cross-signing key types as stored.
@@ -233,6 +244,8 @@ func (E2EEKeys) Apply(tx *Tx, seq uint64, v any) error {
 				return err
 			}
 		}
+	case *RemoteKeysRecord:
+		return tx.Set(keyChangeKey(seq, r.UserID), nil)
 	case *LoginRecord:
 		// A new device (or a re-login) changes the user's device list, as
 		// Synapse notifies on device creation; a spurious change only makes
@@ -288,6 +301,7 @@ func init() {
 	registerKind(KindKeysClaim, func() any { return new(KeysClaimRecord) })
 	registerKind(KindCrossSigning, func() any { return new(CrossSigningRecord) })
 	registerKind(KindKeySignatures, func() any { return new(KeySignaturesRecord) })
+	registerKind(KindRemoteKeys, func() any { return new(RemoteKeysRecord) })
 	register(E2EEKeys{})
 }
 
@@ -419,4 +433,27 @@ func (s *Store) PrivateKeyChanges(user string, after, upto uint64, fn func(other
 		}
 		return fn(string(k[len(p)+8:]))
 	})
+}
+
+// LastKeyChange returns the position of user's latest key change at or
+// before upto (0 if none within the maxScan latest changes of all users).
+// It scans the change stream backwards: the federation's device list stream
+// IDs are these positions, and callers memoize the answer, so the scan
+// runs about once per user per process.
+func (s *Store) LastKeyChange(user string, upto uint64, maxScan int) (uint64, error) {
+	lo, hi, ok := seqRange([]byte{'c'}, 0, upto)
+	if !ok {
+		return 0, nil
+	}
+	var found uint64
+	n := 0
+	err := s.scan('K', lo, hi, true, func(k, _ []byte) bool {
+		if len(k) >= 9 && string(k[9:]) == user {
+			found = binary.BigEndian.Uint64(k[1:9])
+			return false
+		}
+		n++
+		return n < maxScan
+	})
+	return found, err
 }

@@ -93,6 +93,7 @@ func (ToDevice) Apply(tx *Tx, seq uint64, v any) error {
 
 // deleteRange removes the projection-relative keys in [lo, hi).
 func (t *Tx) deleteRange(lo, hi []byte) error {
+	clear(t.memo) // a range delete may cover remembered reads
 	l := append([]byte{rowPrefix, t.id}, lo...)
 	var h []byte
 	if hi == nil {

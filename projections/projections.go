@@ -18,6 +18,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 
@@ -50,6 +52,26 @@ type Tx struct {
 	r    pebble.Reader
 	id   byte
 	kbuf []byte
+	// memo caches what Get read in this batch, kept current by Set and
+	// Delete: a projection that reads the same rows for many records of a
+	// batch (push counters and rules for every member of a busy room) pays
+	// for one read. Only keys read before are tracked, so it stays small.
+	memo map[string]memoEntry
+	// scratch is per-batch space for a projection's own derived caches
+	// (each is responsible for forgetting what its writes invalidate).
+	scratch map[string]any
+}
+
+type memoEntry struct {
+	v  []byte
+	ok bool
+}
+
+// reset points t at a new batch, forgetting what it read.
+func (t *Tx) reset(b *pebble.Batch, r pebble.Reader) {
+	t.b, t.r = b, r
+	clear(t.memo)
+	clear(t.scratch)
 }
 
 func (t *Tx) key(k []byte) []byte {
@@ -59,6 +81,24 @@ func (t *Tx) key(k []byte) []byte {
 
 // Get returns a copy of the value at k, or nil, false.
 func (t *Tx) Get(k []byte) ([]byte, bool, error) {
+	if e, ok := t.memo[string(k)]; ok {
+		if !e.ok {
+			return nil, false, nil
+		}
+		return append([]byte(nil), e.v...), true, nil
+	}
+	v, ok, err := t.read(k)
+	if err != nil {
+		return nil, false, err
+	}
+	if t.memo == nil {
+		t.memo = map[string]memoEntry{}
+	}
+	t.memo[string(k)] = memoEntry{append([]byte(nil), v...), ok}
+	return v, ok, nil
+}
+
+func (t *Tx) read(k []byte) ([]byte, bool, error) {
 	v, closer, err := t.r.Get(t.key(k))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
@@ -72,33 +112,111 @@ func (t *Tx) Get(k []byte) ([]byte, bool, error) {
 }
 
 // Set writes k = v. The batch copies both.
-func (t *Tx) Set(k, v []byte) error { return t.b.Set(t.key(k), v, nil) }
+func (t *Tx) Set(k, v []byte) error {
+	if _, ok := t.memo[string(k)]; ok {
+		t.memo[string(k)] = memoEntry{append([]byte(nil), v...), true}
+	}
+	return t.b.Set(t.key(k), v, nil)
+}
 
 // Delete removes k.
-func (t *Tx) Delete(k []byte) error { return t.b.Delete(t.key(k), nil) }
+func (t *Tx) Delete(k []byte) error {
+	if _, ok := t.memo[string(k)]; ok {
+		t.memo[string(k)] = memoEntry{}
+	}
+	return t.b.Delete(t.key(k), nil)
+}
 
 // Set is the group of projections a server runs.
+//
+// Most projections fold inside the log's append batch (Apply). Those that
+// say Async() fold behind the log, each in its own goroutine (Follow): their
+// fold is the same deterministic function of the log, only its timing
+// differs. They are for views whose fold is expensive per record (push rule
+// evaluation for every member of a room) and must not slow every append;
+// readers that need such a view up to a position wait for it (WaitApplied).
 type Set struct {
-	ps []Projection
-	tx []Tx
+	all   []Projection // every projection, sorted as given
+	ps    []Projection // folded inside the append batch
+	async []Projection // folded behind the log
+	tx    []Tx
+
+	applied map[byte]*appliedPos // async projections' last applied position
+	// following is set by Start: from then on async projections fold in
+	// their own goroutines. Before (tools, tests), they fold inline.
+	following atomic.Bool
+	inline    []Tx // transactions of all projections, for inline folding
+}
+
+// appliedPos is an async projection's progress, with a broadcast channel
+// closed whenever it moves.
+type appliedPos struct {
+	mu   sync.Mutex
+	seq  uint64
+	wake chan struct{}
+}
+
+func (a *appliedPos) set(seq uint64) {
+	a.mu.Lock()
+	a.seq = seq
+	close(a.wake)
+	a.wake = make(chan struct{})
+	a.mu.Unlock()
+}
+
+func (a *appliedPos) get() (uint64, <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.seq, a.wake
+}
+
+// isAsync reports whether p folds behind the log.
+func isAsync(p Projection) bool {
+	a, ok := p.(interface{ Async() bool })
+	return ok && a.Async()
 }
 
 // NewSet groups projections; their IDs must be distinct.
 func NewSet(ps ...Projection) (*Set, error) {
 	seen := map[byte]string{}
-	s := &Set{ps: ps, tx: make([]Tx, len(ps))}
-	for i, p := range ps {
+	s := &Set{all: ps, applied: map[byte]*appliedPos{}}
+	for _, p := range ps {
 		if other, dup := seen[p.ID()]; dup {
 			return nil, fmt.Errorf("projections: %s and %s share ID %q", other, p.Name(), p.ID())
 		}
 		seen[p.ID()] = p.Name()
-		s.tx[i].id = p.ID()
+		if isAsync(p) {
+			s.async = append(s.async, p)
+			s.applied[p.ID()] = &appliedPos{wake: make(chan struct{})}
+		} else {
+			s.ps = append(s.ps, p)
+			s.tx = append(s.tx, Tx{id: p.ID()})
+		}
+		s.inline = append(s.inline, Tx{id: p.ID()})
 	}
 	return s, nil
 }
 
+// Start makes the async projections fold behind the log from now on, each
+// in its own goroutine, and lets st wait for them; call it after CatchUp and
+// before the log takes writes. stop ends the goroutines and waits for them.
+func (s *Set) Start(l *log.Log, db *pebble.DB, st *Store, onErr func(error)) (stop func()) {
+	st.set = s
+	s.following.Store(true)
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		s.Follow(l, db, quit, onErr)
+		close(done)
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
+}
+
 // Projections returns the members of the set.
-func (s *Set) Projections() []Projection { return s.ps }
+func (s *Set) Projections() []Projection { return s.all }
 
 // Apply is the log's Apply hook: it folds recs (positions first, first+1, ...)
 // into every projection and advances their checkpoints, all in b. It runs on
@@ -108,7 +226,10 @@ func (s *Set) Apply(b *pebble.Batch, first uint64, recs []log.Record) error {
 }
 
 func (s *Set) apply(b *pebble.Batch, first uint64, recs []log.Record) error {
-	tx := s.txs(b, b)
+	ps, tx := s.ps, s.txs(s.tx, b, b)
+	if !s.following.Load() {
+		ps, tx = s.all, s.txs(s.inline, b, b)
+	}
 	for i, rec := range recs {
 		seq := first + uint64(i)
 		v, err := decodeForApply(rec)
@@ -118,23 +239,23 @@ func (s *Set) apply(b *pebble.Batch, first uint64, recs []log.Record) error {
 		if v == nil {
 			continue
 		}
-		if err := s.applyOne(tx, seq, v); err != nil {
+		if err := applyOne(ps, tx, seq, v); err != nil {
 			return err
 		}
 	}
-	return s.checkpoint(b, first+uint64(len(recs))-1)
+	return checkpoint(ps, b, first+uint64(len(recs))-1)
 }
 
-// txs points the set's transactions at batch b, reading through r.
-func (s *Set) txs(b *pebble.Batch, r pebble.Reader) []Tx {
-	for i := range s.tx {
-		s.tx[i].b, s.tx[i].r = b, r
+// txs points transactions at batch b, reading through r.
+func (s *Set) txs(txs []Tx, b *pebble.Batch, r pebble.Reader) []Tx {
+	for i := range txs {
+		txs[i].reset(b, r)
 	}
-	return s.tx
+	return txs
 }
 
-func (s *Set) applyOne(tx []Tx, seq uint64, v any) error {
-	for j, p := range s.ps {
+func applyOne(ps []Projection, tx []Tx, seq uint64, v any) error {
+	for j, p := range ps {
 		if err := p.Apply(&tx[j], seq, v); err != nil {
 			return fmt.Errorf("projections: %s at %d: %w", p.Name(), seq, err)
 		}
@@ -142,11 +263,11 @@ func (s *Set) applyOne(tx []Tx, seq uint64, v any) error {
 	return nil
 }
 
-// checkpoint records last as every projection's applied position in b.
-func (s *Set) checkpoint(b *pebble.Batch, last uint64) error {
+// checkpoint records last as the applied position of ps in b.
+func checkpoint(ps []Projection, b *pebble.Batch, last uint64) error {
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], last)
-	for _, p := range s.ps {
+	for _, p := range ps {
 		if err := b.Set([]byte{checkpointPrefix, p.ID()}, v[:], nil); err != nil {
 			return err
 		}
@@ -173,38 +294,38 @@ func Checkpoint(r pebble.Reader, id byte) (uint64, error) {
 // replayBatch bounds how many records one replay batch holds.
 const replayBatch = 4096
 
-// CatchUp applies the records of l that are newer than the oldest checkpoint
-// of the set, writing to db. It is how a new or reset projection is built
-// before the server starts taking writes. Every projection's checkpoint must
-// be equal (a Set is caught up as a whole); a lagging one is rebuilt from 0.
+// CatchUp folds into db the records of l that each projection has not
+// applied yet (a new projection, a reset one, an async one that lagged at
+// shutdown), before the server takes writes.
 func (s *Set) CatchUp(l *log.Log, db *pebble.DB) error {
-	from := l.Last() + 1
-	for _, p := range s.ps {
+	from := make([]uint64, len(s.all))
+	for i, p := range s.all {
 		cp, err := Checkpoint(db, p.ID())
 		if err != nil {
 			return err
 		}
-		if cp+1 < from {
-			from = cp + 1
+		if cp > l.Last() {
+			return fmt.Errorf("projections: %s is at %d, past the log's end %d", p.Name(), cp, l.Last())
 		}
+		from[i] = cp + 1
 	}
-	if from > l.Last() {
-		return nil
+	if err := s.replay(l, db, s.all, from, pebble.NoSync); err != nil {
+		return err
 	}
-	for _, p := range s.ps {
-		cp, _ := Checkpoint(db, p.ID())
-		if cp+1 != from {
-			// Mixed checkpoints: reset the laggards' keyspaces and replay all.
-			return s.Reset(l, db)
+	for _, p := range s.async {
+		cp, err := Checkpoint(db, p.ID())
+		if err != nil {
+			return err
 		}
+		s.applied[p.ID()].set(cp)
 	}
-	return s.replay(l, db, from, pebble.NoSync)
+	return nil
 }
 
 // Reset drops every projection's rows and rebuilds them from position 1.
 func (s *Set) Reset(l *log.Log, db *pebble.DB) error {
 	b := db.NewBatch()
-	for _, p := range s.ps {
+	for _, p := range s.all {
 		if err := b.DeleteRange([]byte{rowPrefix, p.ID()}, []byte{rowPrefix, p.ID() + 1}, nil); err != nil {
 			return err
 		}
@@ -215,7 +336,116 @@ func (s *Set) Reset(l *log.Log, db *pebble.DB) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}
-	return s.replay(l, db, 1, pebble.NoSync)
+	return s.CatchUp(l, db)
+}
+
+// Follow folds the log into the async projections, each in its own
+// goroutine, until stop is closed; it returns once they have stopped. Each
+// batch holds its rows and checkpoint together and is committed without
+// fsync: after a crash, CatchUp redoes what was lost from the checkpoint.
+func (s *Set) Follow(l *log.Log, db *pebble.DB, stop <-chan struct{}, onErr func(error)) {
+	var wg sync.WaitGroup
+	for _, p := range s.async {
+		wg.Add(1)
+		go func(p Projection) {
+			defer wg.Done()
+			if err := s.follow(l, db, p, stop); err != nil && onErr != nil {
+				onErr(err)
+			}
+		}(p)
+	}
+	wg.Wait()
+}
+
+func (s *Set) follow(l *log.Log, db *pebble.DB, p Projection, stop <-chan struct{}) error {
+	pos := s.applied[p.ID()]
+	for {
+		select {
+		case <-stop:
+			return nil // CatchUp at the next start folds the rest
+		default:
+		}
+		changed := l.Changed()
+		done, _ := pos.get()
+		if last := l.Last(); done < last {
+			var recs []log.Record
+			first := done + 1
+			err := l.Read(first, func(seq uint64, rec log.Record) error {
+				rec.Body = append([]byte(nil), rec.Body...)
+				recs = append(recs, rec)
+				if len(recs) == replayBatch || seq == last {
+					return errChunkFull
+				}
+				return nil
+			})
+			if err != nil && err != errChunkFull {
+				return err
+			}
+			if len(recs) == 0 {
+				continue
+			}
+			b := db.NewIndexedBatch()
+			tx := &Tx{b: b, r: b, id: p.ID()}
+			for i, rec := range recs {
+				v, err := decodeForApply(rec)
+				if err != nil {
+					b.Close()
+					return err
+				}
+				if v != nil {
+					if err := p.Apply(tx, first+uint64(i), v); err != nil {
+						b.Close()
+						return fmt.Errorf("projections: %s at %d: %w", p.Name(), first+uint64(i), err)
+					}
+				}
+			}
+			end := first + uint64(len(recs)) - 1
+			if err := b.Set([]byte{checkpointPrefix, p.ID()}, binary.BigEndian.AppendUint64(nil, end), nil); err != nil {
+				b.Close()
+				return err
+			}
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			b.Close()
+			pos.set(end)
+			continue
+		}
+		select {
+		case <-changed:
+		case <-stop:
+			return nil
+		}
+	}
+}
+
+var errChunkFull = errors.New("projections: chunk full")
+
+// WaitApplied waits until the async projection id has applied position seq,
+// or timeout passes; it reports whether it got there. Projections folded in
+// the append batch are always there.
+func (s *Set) WaitApplied(id byte, seq uint64, timeout time.Duration) bool {
+	pos, ok := s.applied[id]
+	if !ok {
+		return true
+	}
+	var timer <-chan time.Time
+	for {
+		done, wake := pos.get()
+		if done >= seq {
+			return true
+		}
+		if timer == nil {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-wake:
+		case <-timer:
+			return false
+		}
+	}
 }
 
 // replay folds the log from position from into db. One goroutine reads and
@@ -225,12 +455,19 @@ func (s *Set) Reset(l *log.Log, db *pebble.DB) error {
 // memtable in parallel. Replay batches are plain (not indexed): a projection
 // reads rows only for records it says NeedsRead, and its batch is committed
 // before such a record so the read sees everything before it.
-func (s *Set) replay(l *log.Log, db *pebble.DB, from uint64, opts *pebble.WriteOptions) error {
+func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64, opts *pebble.WriteOptions) error {
 	type decoded struct {
 		seq uint64
 		v   any
 	}
-	feeds := make([]chan []decoded, len(s.ps))
+	from := l.Last() + 1
+	for _, f := range froms {
+		from = min(from, f)
+	}
+	if from > l.Last() {
+		return nil
+	}
+	feeds := make([]chan []decoded, len(ps))
 	for i := range feeds {
 		feeds[i] = make(chan []decoded, 4)
 	}
@@ -238,22 +475,28 @@ func (s *Set) replay(l *log.Log, db *pebble.DB, from uint64, opts *pebble.WriteO
 	var stopOnce sync.Once
 	halt := func() { stopOnce.Do(func() { close(stop) }) }
 
-	errs := make(chan error, len(s.ps)+1)
+	errs := make(chan error, len(ps)+1)
 	var wg sync.WaitGroup
-	for i, p := range s.ps {
+	for i, p := range ps {
 		wg.Add(1)
-		go func(p Projection, feed <-chan []decoded) {
+		go func(p Projection, feed <-chan []decoded, from uint64) {
 			defer wg.Done()
 			var err error
 			for chunk := range feed {
-				if err == nil {
-					if err = s.replayChunk(db, p, opts, len(chunk), func(k int) (uint64, any) { return chunk[k].seq, chunk[k].v }); err != nil {
+				// Skip what this projection's checkpoint already covers.
+				k0 := 0
+				for k0 < len(chunk) && chunk[k0].seq < from {
+					k0++
+				}
+				if err == nil && k0 < len(chunk) {
+					rest := chunk[k0:]
+					if err = s.replayChunk(db, p, opts, len(rest), func(k int) (uint64, any) { return rest[k].seq, rest[k].v }); err != nil {
 						halt()
 					}
 				}
 			}
 			errs <- err
-		}(p, feeds[i])
+		}(p, feeds[i], froms[i])
 	}
 
 	chunk := make([]decoded, 0, replayBatch)
@@ -301,34 +544,34 @@ func (s *Set) replay(l *log.Log, db *pebble.DB, from uint64, opts *pebble.WriteO
 // replayChunk folds n decoded records into projection p, committing its rows
 // and checkpoint; at(k) returns the k-th record.
 func (s *Set) replayChunk(db *pebble.DB, p Projection, opts *pebble.WriteOptions, n int, at func(k int) (uint64, any)) error {
-	reader, _ := p.(interface{ NeedsRead(any) bool })
-	tx := &Tx{b: db.NewBatch(), r: db, id: p.ID()}
-	var last uint64
-	commit := func() error {
-		if err := tx.b.Set([]byte{checkpointPrefix, p.ID()}, binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
-			return err
-		}
-		err := tx.b.Commit(opts)
-		tx.b.Close()
-		return err
+	// A projection that reads rows while it folds gets an indexed batch,
+	// whose reads see its own earlier writes; the others a plain one.
+	_, reads := p.(interface{ NeedsRead(any) bool })
+	b := db.NewBatch()
+	var r pebble.Reader = db
+	if reads {
+		b = db.NewIndexedBatch()
+		r = b
 	}
+	tx := &Tx{b: b, r: r, id: p.ID()}
+	var last uint64
 	for k := 0; k < n; k++ {
 		seq, v := at(k)
 		if v != nil {
-			if reader != nil && reader.NeedsRead(v) && tx.b.Count() > 0 {
-				if err := commit(); err != nil {
-					return err
-				}
-				tx.b = db.NewBatch()
-			}
 			if err := p.Apply(tx, seq, v); err != nil {
-				tx.b.Close()
+				b.Close()
 				return fmt.Errorf("projections: %s at %d: %w", p.Name(), seq, err)
 			}
 		}
 		last = seq
 	}
-	return commit()
+	if err := b.Set([]byte{checkpointPrefix, p.ID()}, binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
+		b.Close()
+		return err
+	}
+	err := b.Commit(opts)
+	b.Close()
+	return err
 }
 
 var errStopped = errors.New("projections: replay stopped")
@@ -342,7 +585,11 @@ func (s *Set) Rebuild(l *log.Log, dir string) (*pebble.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.replay(l, db, 1, pebble.NoSync); err != nil {
+	froms := make([]uint64, len(s.all))
+	for i := range froms {
+		froms[i] = 1
+	}
+	if err := s.replay(l, db, s.all, froms, pebble.NoSync); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -391,7 +638,7 @@ type Mismatch struct {
 // Compare returns the projections whose rows differ between a and b.
 func (s *Set) Compare(a, b pebble.Reader) ([]Mismatch, error) {
 	var out []Mismatch
-	for _, p := range s.ps {
+	for _, p := range s.all {
 		da, err := Digest(a, p.ID())
 		if err != nil {
 			return nil, err

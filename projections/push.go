@@ -78,7 +78,10 @@ type cachedRules struct {
 // defaultCompiled are the server defaults, with @USER@ left for evaluation.
 var defaultCompiled = compileRuleset((*UserPushRules)(nil).Ruleset(""))
 
-func (Push) ID() byte     { return 'y' }
+// PushID is the push projection's ID, for Store.WaitApplied.
+const PushID byte = 'y'
+
+func (Push) ID() byte     { return PushID }
 func (Push) Name() string { return "push" }
 
 // Notification is one event a user was notified about.
@@ -218,19 +221,18 @@ func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
 			return err
 		}
 	}
-	var members []localMember
-	senderLocal := false
-	err = o.tx.scanRange(pushLocalPrefix(r.RoomID), nil, func(k, v []byte) bool {
-		u := string(k[len(pushLocalPrefix(r.RoomID)):])
-		if u == r.Sender {
-			senderLocal = true
-			return true
-		}
-		members = append(members, localMember{u, string(v)})
-		return true
-	})
+	all, err := localMembers(o, r.RoomID)
 	if err != nil {
 		return err
+	}
+	members := make([]localMember, 0, len(all))
+	senderLocal := false
+	for _, m := range all {
+		if m.user == r.Sender {
+			senderLocal = true
+			continue
+		}
+		members = append(members, m)
 	}
 	// The invitee of a local invite is notified too (.m.rule.invite_for_me),
 	// though not joined.
@@ -251,7 +253,9 @@ func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
 		}
 	}
 	changes := stateChanges(r)
-	needEvent := len(members) > 0 || senderLocal
+	// The content is parsed only when someone is evaluated, a state change
+	// needs it, or the sender's event may belong to a thread.
+	needEvent := len(members) > 0 || (senderLocal && bytes.Contains(r.PDU, []byte(`"m.relates_to"`)))
 	for _, c := range changes {
 		if c.EventID == r.EventID && (c.Type == "m.room.power_levels" || c.Type == "m.room.create" || c.Type == "m.room.member") {
 			needEvent = true
@@ -259,12 +263,7 @@ func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
 	}
 	var ev map[string]any
 	if needEvent {
-		dec := json.NewDecoder(bytes.NewReader(r.PDU))
-		dec.UseNumber()
-		if dec.Decode(&ev) != nil || ev == nil {
-			ev = map[string]any{}
-		}
-		ev["room_id"] = r.RoomID
+		ev = eventView(r)
 	}
 	thread := ""
 	if ev != nil {
@@ -283,7 +282,7 @@ func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
 	}
 
 	if len(members) > 0 {
-		pe := &pushEvent{ev: ev, memberCount: info.Joined, senderPower: info.power(r.Sender), notifLevel: info.notifLevel}
+		pe := &pushEvent{ev: ev, pdu: r.PDU, memberCount: info.Joined, senderPower: info.power(r.Sender), notifLevel: info.notifLevel}
 		ts := int64(0)
 		if n, ok := ev["origin_server_ts"].(json.Number); ok {
 			ts, _ = strconv.ParseInt(string(n), 10, 64)
@@ -322,7 +321,7 @@ func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
 		}
 	}
 	if senderLocal {
-		if err := advanceRead(o, r.Sender, r.RoomID, threadKey, seq); err != nil {
+		if err := ownEventRead(o, r.Sender, r.RoomID, threadKey, seq); err != nil {
 			return err
 		}
 	}
@@ -437,6 +436,7 @@ func (p Push) applyMember(o *overlay, info *pushRoomInfo, r *EventRecord, conten
 		return changed, err
 	}
 	lk := append(pushLocalPrefix(r.RoomID), user...)
+	forgetLocalMembers(o, r.RoomID)
 	if code != MemberJoin {
 		return changed, o.del(lk)
 	}
@@ -449,6 +449,36 @@ func (p Push) applyMember(o *overlay, info *pushRoomInfo, r *EventRecord, conten
 		name = string(old) // resolution re-joined them: keep what we knew
 	}
 	return changed, o.set(lk, []byte(name))
+}
+
+// eventView is the event as push rules see it, built cheaply: type,
+// sender, state_key and room_id from the record, content and
+// origin_server_ts from the PDU (whose other members are parsed only if a
+// rule asks for one; pushEvent.lookup).
+func eventView(r *EventRecord) map[string]any {
+	var top struct {
+		Content json.RawMessage `json:"content"`
+		TS      json.Number     `json:"origin_server_ts"`
+	}
+	ev := map[string]any{"type": r.Type, "sender": r.Sender, "room_id": r.RoomID}
+	if r.StateKey != nil {
+		ev["state_key"] = *r.StateKey
+	}
+	if json.Unmarshal(r.PDU, &top) != nil {
+		return ev
+	}
+	if top.TS != "" {
+		ev["origin_server_ts"] = top.TS
+	}
+	if len(top.Content) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(top.Content))
+		dec.UseNumber()
+		var c any
+		if dec.Decode(&c) == nil {
+			ev["content"] = c
+		}
+	}
+	return ev
 }
 
 // levelList turns a power levels map ({"@u": 50}) into a sorted list.
@@ -556,6 +586,23 @@ func readPos(o *overlay, user, room, thread string) (uint64, error) {
 		return 0, err
 	}
 	return binary.BigEndian.Uint64(v), nil
+}
+
+// ownEventRead moves the read position of the sender of an event to it.
+// The event is newer than any position, so the old one need not be read;
+// and notifications are cleared only when the user has any in the room.
+func ownEventRead(o *overlay, user, room, thread string, pos uint64) error {
+	unread := false
+	if err := o.tx.scanRange(counterPrefix(user, room), nil, func(_, _ []byte) bool {
+		unread = true
+		return false
+	}); err != nil {
+		return err
+	}
+	if unread {
+		return advanceRead(o, user, room, thread, pos)
+	}
+	return o.set(readPosKey(user, room, thread), appendU64(nil, pos))
 }
 
 // advanceRead moves a user's read position in a room (thread "" for an
@@ -776,3 +823,34 @@ func (s *Store) ThreadOf(eventID string) (string, error) {
 	v, _, err := s.get(row('y', pushThreadKey(eventID)))
 	return string(v), err
 }
+
+// Async: push evaluation runs once per local member for every event, too
+// much for the append path; the projection folds behind the log (Set.Follow)
+// and readers of counts wait for it (Set.WaitApplied).
+func (Push) Async() bool { return true }
+
+// localMembers returns a room's local joined members. The list is read once
+// per batch and kept in the batch's scratch space (it is read for every
+// event of a room and changes only with memberships, which forget it).
+func localMembers(o *overlay, room string) ([]localMember, error) {
+	key := "pushlocal\x00" + room
+	if v, ok := o.tx.scratch[key]; ok {
+		return v.([]localMember), nil
+	}
+	var out []localMember
+	prefix := pushLocalPrefix(room)
+	err := o.tx.scanRange(prefix, nil, func(k, v []byte) bool {
+		out = append(out, localMember{string(k[len(prefix):]), string(v)})
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if o.tx.scratch == nil {
+		o.tx.scratch = map[string]any{}
+	}
+	o.tx.scratch[key] = out
+	return out, nil
+}
+
+func forgetLocalMembers(o *overlay, room string) { delete(o.tx.scratch, "pushlocal\x00"+room) }

@@ -544,14 +544,33 @@ func patternRegexp(glob string, words, literal bool) (*regexp.Regexp, error) {
 // pushEvent is what evaluating rules against one event needs, shared by
 // every user evaluated for it.
 type pushEvent struct {
-	ev          map[string]any
+	ev          map[string]any // eventView; the rest of pdu on demand
+	pdu         []byte
+	full        bool
 	memberCount int64
 	senderPower int64
 	notifLevel  func(key string) int64
 	memo        map[*compiledCond]bool
 }
 
+// viewKeys are the top-level members eventView fills.
+var viewKeys = map[string]bool{"type": true, "sender": true, "state_key": true, "room_id": true, "content": true, "origin_server_ts": true}
+
 func (pe *pushEvent) lookup(path []string) (any, bool) {
+	if len(path) > 0 && !viewKeys[path[0]] && !pe.full && pe.pdu != nil {
+		// A rule looks at another member of the event: parse it all.
+		pe.full = true
+		dec := json.NewDecoder(bytes.NewReader(pe.pdu))
+		dec.UseNumber()
+		var all map[string]any
+		if dec.Decode(&all) == nil {
+			for k, v := range all {
+				if !viewKeys[k] {
+					pe.ev[k] = v
+				}
+			}
+		}
+	}
 	var cur any = pe.ev
 	for _, p := range path {
 		m, ok := cur.(map[string]any)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/dgraph-io/ristretto/v2"
@@ -23,6 +24,17 @@ type Store struct {
 	log   *log.Log
 	db    pebble.Reader
 	cache *ristretto.Cache[uint64, *EventRecord]
+	set   *Set // set by Set.Start: async projections to wait for
+}
+
+// WaitApplied waits up to timeout until the async projection id has folded
+// position seq; it reports whether it has. Without async folding (tools,
+// tests) every projection is always up to date.
+func (s *Store) WaitApplied(id byte, seq uint64, timeout time.Duration) bool {
+	if s.set == nil {
+		return true
+	}
+	return s.set.WaitApplied(id, seq, timeout)
 }
 
 // NewStore reads rows from db and event bodies from l. cacheBytes bounds the

@@ -10,18 +10,37 @@
 //     X-Matrix scheme and answered 401 M_UNAUTHORIZED when the signature is
 //     missing, malformed, for another destination or invalid. /_matrix/key
 //     and /_matrix/federation/v1/version are public.
+//
 //   - Inbound PDUs are checked for format, content hash and signatures here
 //     (checks 1 to 3 of "Checks performed on receipt of a PDU", in parallel
 //     across cores); checks 4 to 6 and the append are the sequencer's
 //     (rooms.Sequencer.Receive), which captures the verdict in the log.
+//
 //   - Outbound: only events this server created are sent, to the servers of
 //     the room's joined members (and the target of a membership change), in
 //     transactions of at most 50 PDUs; the last position delivered to each
 //     destination is a log record (projections.FedSentRecord), so delivery
 //     resumes after a restart without gaps.
 //
+//   - EDUs: inbound EDUs go to the handlers registered with HandleEDU
+//     (m.typing, m.receipt and m.presence are the client API's, wired in
+//     cmd/engram; end-to-end encryption EDUs register their own). Outbound:
+//     public read receipts of local users are read from the log by each
+//     destination's worker; typing and presence are queued in memory
+//     (SendEDU); at most 100 EDUs per transaction.
+//
+//   - Invites v2 both ways (an outbound invite is appended only after the
+//     invitee's server countersigned it), make_knock/send_knock,
+//     rejecting a remote invite (make_leave/send_leave through the
+//     inviting server), /query/directory and /query/profile both ways,
+//     /publicRooms, /timestamp_to_event.
+//
+//   - Server ACLs are checked on every authenticated request naming a room,
+//     on each PDU of a transaction, and on m.typing EDUs.
+//
 // Simplifications (see the report in docs): remote keys are cached in
 // memory only; notaries are not consulted when a server is unreachable;
 // history visibility for servers is "the server has a joined member, or the
-// room is world_readable"; EDUs are accepted and ignored.
+// room is world_readable"; transaction answers are deduplicated in memory
+// only; clients do not backfill over federation.
 package federation

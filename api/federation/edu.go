@@ -46,6 +46,14 @@ func (f *Federation) processEDUs(origin string, raws []json.RawMessage) {
 		if json.Unmarshal(raw, &e) != nil || e.Type == "" {
 			continue
 		}
+		if e.Type == "m.typing" {
+			var t struct {
+				RoomID string `json:"room_id"`
+			}
+			if json.Unmarshal(e.Content, &t) != nil || !f.ServerAllowed(t.RoomID, origin) {
+				continue
+			}
+		}
 		f.edus.mu.RLock()
 		fns := f.edus.m[e.Type]
 		f.edus.mu.RUnlock()
@@ -188,4 +196,10 @@ func nonNil(x []json.RawMessage) []json.RawMessage {
 		return []json.RawMessage{}
 	}
 	return x
+}
+
+func (s *Sender) hasEDUs(w *worker) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(w.edus) > 0
 }

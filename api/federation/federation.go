@@ -47,6 +47,12 @@ type Federation struct {
 	txnQ  []string
 
 	edus eduHandlers
+
+	// publicRooms serves /publicRooms (SetPublicRooms).
+	publicRooms func(query map[string]string, body []byte) ([]byte, int)
+	acl         aclCache
+	// e2ee answers the E2EE key queries (SetE2EE, e2ee.go).
+	e2ee E2EE
 }
 
 // New builds the federation service. Start the sender with Run and serve

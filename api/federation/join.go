@@ -179,6 +179,11 @@ func (f *Federation) Join(room, user string, via []string) (string, error) {
 	if s := dag.ServerName(room); s != "" && !slices.Contains(via, s) {
 		via = append(via, s)
 	}
+	// Invited (or knocked) over federation: the inviting server is in
+	// the room.
+	if s := f.inviterServer(room, user); s != "" && !slices.Contains(via, s) {
+		via = append(via, s)
+	}
 	var last error = errors.New("federation: no server to join through")
 	for _, srv := range via {
 		if srv == f.cfg.ServerName || srv == "" {

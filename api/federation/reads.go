@@ -233,5 +233,9 @@ func (f *Federation) handleQueryProfile(r *req) error {
 	if _, err := f.store.Account(user); err != nil {
 		return ferr(404, "M_NOT_FOUND", "User not found")
 	}
-	return r.json(map[string]any{})
+	out := f.profile(user, r.query("field"))
+	if field := r.query("field"); field != "" && len(out) == 0 {
+		return ferr(404, "M_NOT_FOUND", "Profile field not found")
+	}
+	return r.json(out)
 }

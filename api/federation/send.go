@@ -143,6 +143,10 @@ func (f *Federation) processPDUs(origin string, raws []json.RawMessage) map[stri
 			set(parsed[i].ID, errs[i])
 			continue
 		}
+		if !f.ServerAllowed(ev.RoomID, origin) {
+			set(ev.ID, errors.New("federation: the sending server is banned from the room by its ACL"))
+			continue
+		}
 		if _, ok := byRoom[ev.RoomID]; !ok {
 			roomOrder = append(roomOrder, ev.RoomID)
 		}

@@ -207,11 +207,11 @@ func (s *Sender) run(w *worker) {
 	defer s.wg.Done()
 	for {
 		ch := s.f.log.Changed()
-		if s.f.log.Last() > w.pos && !s.f.client.BackedOff(w.dest) {
+		if (s.f.log.Last() > w.pos || s.hasEDUs(w)) && !s.f.client.BackedOff(w.dest) {
 			if err := s.deliver(w); err != nil {
 				s.f.logger.Debug("federation send failed", "dest", w.dest, "err", err)
 			}
-			if s.f.log.Last() > w.pos && !s.f.client.BackedOff(w.dest) {
+			if (s.f.log.Last() > w.pos || s.hasEDUs(w)) && !s.f.client.BackedOff(w.dest) {
 				continue
 			}
 		}

@@ -80,6 +80,13 @@ func (f *Federation) routes() []route {
 	add("POST", "/_matrix/federation/v1/get_missing_events/{roomId}", true, f.handleMissingEvents)
 	add("GET", "/_matrix/federation/v1/query/directory", true, f.handleQueryDirectory)
 	add("GET", "/_matrix/federation/v1/query/profile", true, f.handleQueryProfile)
+	add("PUT", "/_matrix/federation/v2/invite/{roomId}/{eventId}", true, f.handleInvite)
+	add("GET", "/_matrix/federation/v1/make_knock/{roomId}/{userId}", true, f.handleMakeKnock)
+	add("PUT", "/_matrix/federation/v1/send_knock/{roomId}/{eventId}", true, f.handleSendKnock)
+	add("GET", "/_matrix/federation/v1/publicRooms", true, f.handlePublicRooms)
+	add("POST", "/_matrix/federation/v1/publicRooms", true, f.handlePublicRooms)
+	add("GET", "/_matrix/federation/v1/timestamp_to_event/{roomId}", true, f.handleTimestampToEvent)
+	rs = append(rs, f.e2eeRoutes()...) // e2ee.go
 	return rs
 }
 
@@ -135,6 +142,10 @@ func (f *Federation) serve(ctx *fasthttp.RequestCtx, rs []route) {
 			r.origin = origin
 			f.client.ResetBackoff(origin)
 			f.sender.wake(origin)
+			if room := ps["roomId"]; room != "" && !f.ServerAllowed(room, origin) {
+				writeErr(ctx, ferr(403, "M_FORBIDDEN", "Server is banned from the room by its ACL"))
+				return
+			}
 		}
 		if err := rt.h(r); err != nil {
 			var fe *fedError

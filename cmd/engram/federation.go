@@ -56,6 +56,17 @@ func startFederation(cfg Config, n *node, seq *rooms.Sequencer, srv *api.Server,
 		return nil, err
 	}
 	srv.SetRemoteJoin(fed.Join)
+	srv.SetFederation(fed)
+	fed.SetPublicRooms(srv.FedPublicRooms)
+	fed.HandleEDU("m.typing", srv.FedTyping)
+	fed.HandleEDU("m.receipt", srv.FedReceipt)
+	fed.HandleEDU("m.presence", srv.FedPresence)
+	// End-to-end encryption (api/e2ee_remote.go, api/federation/e2ee.go).
+	fed.SetE2EE(srv)
+	srv.SetE2EEFederation(fed.Client().Do)
+	fed.HandleEDU("m.direct_to_device", srv.FedToDevice)
+	fed.HandleEDU("m.device_list_update", srv.FedDeviceListUpdate)
+	fed.HandleEDU("m.signing_key_update", srv.FedSigningKeyUpdate)
 	go func() {
 		if err := fed.Serve(tln); err != nil {
 			logger.Error("federation listener failed", "err", err)

@@ -274,6 +274,10 @@ func TestFederation(t *testing.T) {
 	// Forged requests and events sent to A are refused, nothing accepted.
 	t.Run("forgeries", func(t *testing.T) { testForgeries(t, a, b, c, room, alice) })
 
+	// EDUs, invites, knocks, aliases, profiles, directory, ACLs
+	// (federation_more_test.go).
+	testFederationFeatures(t, a, b, c, room, alice, bob, carol)
+
 	// A ban on A takes effect on B and C.
 	if code, err := call("POST", a.client+"/_matrix/client/v3/rooms/"+room+"/ban", alice, map[string]any{"user_id": bobID}, nil); err != nil || code != 200 {
 		t.Fatalf("ban: %d %v", code, err)

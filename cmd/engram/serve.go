@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 
 	"engram/api"
@@ -24,6 +25,8 @@ type node struct {
 	log   *log.Log
 	set   *projections.Set
 	store *projections.Store
+	// stopFollow stops the projections that fold behind the log.
+	stopFollow func()
 }
 
 // openNode opens the log with the projections applied in its commit batches
@@ -50,10 +53,12 @@ func openNode(cfg Config, logger *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	logger.Info("log opened", "dir", cfg.DataDir, "last", l.Last())
-	return &node{cfg: cfg, log: l, set: set, store: store}, nil
+	stop := set.Start(l, l.DB(), store, func(err error) { logger.Error("async projection stopped", "err", err) })
+	return &node{cfg: cfg, log: l, set: set, store: store, stopFollow: stop}, nil
 }
 
 func (n *node) close() error {
+	n.stopFollow()
 	n.store.Close()
 	return n.log.Close()
 }
@@ -85,6 +90,17 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	logger := newLogger(cfg.LogLevel, stderr)
+	if path := os.Getenv("ENGRAM_CPUPROFILE"); path != "" {
+		// For benchmarkers: a CPU profile of the whole run, written at shutdown.
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	n, err := openNode(cfg, logger)
 	if err != nil {
 		return err

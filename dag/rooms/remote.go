@@ -279,3 +279,35 @@ func (s *Sequencer) JoinRemote(join *dag.Event, state, authChain []*dag.Event) (
 	seq, st2, _ := s.store.EventPos(join.ID)
 	return Received{EventID: join.ID, Status: st2, Seq: seq}, nil
 }
+
+// RecordRemoteMembership records a membership event of a local user in a
+// room this server does not take part in (no create event held): an
+// invite received over federation, or the leave that rejects it. The
+// event is accepted as it stands (the inviting server vouched for it; we
+// cannot check it against a state we do not have) and changes only that
+// user's membership, so the invite shows in /sync and a later join goes
+// through JoinRemote. For a room the server knows, it is an error.
+func (s *Sequencer) RecordRemoteMembership(ev *dag.Event) (Received, error) {
+	if ev == nil || ev.Version == nil || ev.Type != "m.room.member" || ev.StateKey == nil {
+		return Received{}, fmt.Errorf("%w: not a membership event", ErrBadEvent)
+	}
+	if _, err := s.store.RoomVersion(ev.RoomID); err == nil {
+		return Received{}, fmt.Errorf("%w: the room is known here", ErrBadEvent)
+	} else if !errors.Is(err, projections.ErrNotFound) {
+		return Received{}, err
+	}
+	if seq, st, err := s.store.EventPos(ev.ID); err == nil {
+		return Received{EventID: ev.ID, Status: st, Seq: seq}, nil
+	}
+	rec := outlierRecord(ev)
+	rec.Status = projections.Accepted
+	// Not part of a DAG we hold: no prev_events, so it never becomes a
+	// forward extremity others must build on.
+	rec.PrevEvents = nil
+	rec.State = []projections.StateEntry{{Type: ev.Type, StateKey: *ev.StateKey, EventID: ev.ID, Membership: rec.Membership}}
+	if err := s.appendRecords([]*projections.EventRecord{rec}); err != nil {
+		return Received{}, err
+	}
+	seq, st, _ := s.store.EventPos(ev.ID)
+	return Received{EventID: ev.ID, Status: st, Seq: seq}, nil
+}
