@@ -1,7 +1,9 @@
 # engram: build, run, test, bench. Needs only Go and Node (npm) on the PATH.
 export PATH := $(PATH):/usr/local/go/bin
 GO      ?= go
-FUZZTIME ?= 5s
+# An execution count, not a duration: a duration can end while a worker is
+# mid-input, which go test reports as a failure (context deadline exceeded).
+FUZZTIME ?= 20000x
 
 .PHONY: build run test unit fuzz e2e bench clean
 
@@ -23,7 +25,8 @@ unit:
 # Each fuzz target briefly (their seed corpora also run in `unit`);
 # FUZZTIME=10m make fuzz for a longer run.
 FUZZ_TARGETS = dag:FuzzCanonical dag:FuzzParseEvent stateres:FuzzResolve log:FuzzDecodeEnvelope \
-	projections:FuzzDecodeRecord bench:FuzzReadResult api:FuzzGlobMatch
+	projections:FuzzDecodeRecord bench:FuzzReadResult api:FuzzGlobMatch api:FuzzParseSyncToken \
+	api:FuzzSyncFilter api:FuzzE2EEParsers api/federation:FuzzParseXMatrix api/federation:FuzzACL
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t#*:}; \
