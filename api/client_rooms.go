@@ -313,6 +313,9 @@ func (s *Server) createRoom(r *Req) error {
 		evs = append(evs, rooms.Event{Type: "m.room.topic", StateKey: str(""), Content: topicContent(*b.Topic)})
 	}
 	for _, u := range b.Invite {
+		if s.inviteBlocked(u) {
+			continue // the room is still created; this invitee is skipped (spec)
+		}
 		c := map[string]any{"membership": "invite"}
 		if b.IsDirect {
 			c["is_direct"] = true
@@ -588,6 +591,9 @@ func (s *Server) targetMembership(membership string) handler {
 			}
 		}
 		if membership == "invite" {
+			if s.inviteBlocked(b.UserID) {
+				return errInviteBlocked
+			}
 			if done, err := s.fedInvite(r, room, b.UserID, reasonExtra(b.Reason)); done || err != nil {
 				return err
 			}
@@ -689,6 +695,9 @@ func (s *Server) putState(r *Req) error {
 		json.Unmarshal(content, &c)
 		if c.Membership == "" {
 			return errBadJSON("m.room.member needs a membership")
+		}
+		if c.Membership == "invite" && s.inviteBlocked(r.Param("stateKey")) {
+			return errInviteBlocked
 		}
 	case "m.room.canonical_alias":
 		if r.Param("stateKey") == "" {

@@ -18,6 +18,7 @@ func (s *Server) routes() {
 	s.accountRoutes()
 	s.roomRoutes()
 	s.syncRoutes()
+	s.voipRoutes()
 	s.e2eeRoutes()
 	s.relationRoutes()
 }

@@ -33,6 +33,8 @@ type Config struct {
 	EnableMetrics            bool // serve Prometheus metrics at /metrics
 	// Accounts configures registration, login, tokens and rate limits (api/accounts.go).
 	Accounts AccountConfig
+	// TURN is the TURN server handed to VoIP clients (none if no URIs).
+	TURN TURNConfig
 	// DisablePresence turns presence off (config presence_enabled: false):
 	// no presence in /sync, and PUT /presence is accepted and ignored.
 	DisablePresence bool

@@ -371,6 +371,9 @@ func (st *syncState) build(upto syncPos) ([]byte, error) {
 			part, err = st.joinedRoom(rm.room, rm.m, rm.full, rm.newlyJoined)
 			dst = &join
 		case projections.MemberInvite:
+			if st.s.inviteBlocked(st.user) {
+				continue // invites to a user who blocks them are not served
+			}
 			part, err = st.strippedRoom(rm.room, rm.m, "invite_state")
 			dst = &invite
 		case projections.MemberKnock:

@@ -561,6 +561,7 @@ func (p Push) rulesFor(o *overlay, user string) (compiledRules, error) {
 }
 
 func addCounter(o *overlay, user, room, thread string, notify, highlight int64) error {
+	delete(o.tx.scratch, "pushnone\x00"+user+"\x00"+room)
 	k := append(counterPrefix(user, room), thread...)
 	old, _, err := o.get(k)
 	if err != nil {
@@ -592,12 +593,24 @@ func readPos(o *overlay, user, room, thread string) (uint64, error) {
 // The event is newer than any position, so the old one need not be read;
 // and notifications are cleared only when the user has any in the room.
 func ownEventRead(o *overlay, user, room, thread string, pos uint64) error {
+	// Whether the user has unread counters here is kept in the batch's
+	// scratch space once known to be "none" (addCounter forgets it): a busy
+	// sender would otherwise scan for every event it sends.
+	noneKey := "pushnone\x00" + user + "\x00" + room
 	unread := false
-	if err := o.tx.scanRange(counterPrefix(user, room), nil, func(_, _ []byte) bool {
-		unread = true
-		return false
-	}); err != nil {
-		return err
+	if _, none := o.tx.scratch[noneKey]; !none {
+		if err := o.tx.scanRange(counterPrefix(user, room), nil, func(_, _ []byte) bool {
+			unread = true
+			return false
+		}); err != nil {
+			return err
+		}
+		if !unread {
+			if o.tx.scratch == nil {
+				o.tx.scratch = map[string]any{}
+			}
+			o.tx.scratch[noneKey] = true
+		}
 	}
 	if unread {
 		return advanceRead(o, user, room, thread, pos)

@@ -164,6 +164,9 @@ func (f *Federation) handleInvite(r *req) error {
 	if _, err := f.store.Account(target); err != nil {
 		return ferr(404, "M_NOT_FOUND", "Unknown user")
 	}
+	if f.store.InvitesBlocked(target) {
+		return ferr(403, "M_INVITE_BLOCKED", "The user does not accept invites")
+	}
 	if !f.ServerAllowed(ev.RoomID, r.origin) {
 		return ferr(403, "M_FORBIDDEN", "Server is banned from the room by its ACL")
 	}

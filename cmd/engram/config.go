@@ -33,6 +33,10 @@ type Config struct {
 	CacheBytes               int64  `yaml:"cache_bytes"`
 	LogLevel                 string `yaml:"log_level"`
 	EnableMetrics            bool   `yaml:"enable_metrics"`
+	// TURN for VoIP: coturn with use-auth-secret (static-auth-secret).
+	TURNURIs         []string `yaml:"turn_uris"`
+	TURNSharedSecret string   `yaml:"turn_shared_secret"`
+	TURNUserLifetime string   `yaml:"turn_user_lifetime"` // Go duration, default 1h
 	// PresenceEnabled turns presence on or off (Synapse's presence.enabled);
 	// absent means on.
 	PresenceEnabled *bool `yaml:"presence_enabled,omitempty"`
@@ -91,6 +95,11 @@ func (c *Config) fillDefaults() {
 }
 
 func (c *Config) validate() error {
+	if c.TURNUserLifetime != "" {
+		if d, err := time.ParseDuration(c.TURNUserLifetime); err != nil || d <= 0 {
+			return fmt.Errorf("turn_user_lifetime: %q is not a positive duration (e.g. 1h)", c.TURNUserLifetime)
+		}
+	}
 	if _, err := c.accessTokenLifetime(); err != nil {
 		return err
 	}

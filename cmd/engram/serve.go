@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"engram/api"
 	"engram/dag"
@@ -120,6 +121,7 @@ func serve(args []string, stderr io.Writer) error {
 		DefaultRoomVersion:       cfg.DefaultRoomVersion,
 		EnableMetrics:            cfg.EnableMetrics,
 		Accounts:                 accountsConfig(cfg),
+		TURN:                     turnConfig(cfg),
 		DisablePresence:          cfg.PresenceEnabled != nil && !*cfg.PresenceEnabled,
 	}, n.log, n.store, seq, logger)
 	srv.AddMetric(api.Gauge{Name: "engram_event_cache_hit_ratio", Help: "Hit ratio of the decoded event cache.", Read: n.store.CacheHitRatio})
@@ -162,4 +164,12 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+func turnConfig(cfg Config) api.TURNConfig {
+	t := api.TURNConfig{URIs: cfg.TURNURIs, SharedSecret: cfg.TURNSharedSecret}
+	if d, err := time.ParseDuration(cfg.TURNUserLifetime); err == nil {
+		t.UserLifetime = d
+	}
+	return t
 }
