@@ -115,7 +115,7 @@ func (f *syncFilter) roomAllowed(room string) bool {
 // not_ lists "take precedence"). glob allows "*" wildcards.
 func listAllows(include *[]string, exclude []string, v string, glob bool) bool {
 	for _, x := range exclude {
-		if x == v || (glob && filterGlob(x, v)) {
+		if x == v || (glob && globMatch(x, v)) {
 			return false
 		}
 	}
@@ -123,32 +123,11 @@ func listAllows(include *[]string, exclude []string, v string, glob bool) bool {
 		return true
 	}
 	for _, x := range *include {
-		if x == v || (glob && filterGlob(x, v)) {
+		if x == v || (glob && globMatch(x, v)) {
 			return true
 		}
 	}
 	return false
-}
-
-// filterGlob matches an event type against a filter pattern: "A '*' can be
-// used as a wildcard to match any sequence of characters."
-func filterGlob(pattern, s string) bool {
-	if !strings.Contains(pattern, "*") {
-		return pattern == s
-	}
-	parts := strings.Split(pattern, "*")
-	if !strings.HasPrefix(s, parts[0]) {
-		return false
-	}
-	s = s[len(parts[0]):]
-	for i := 1; i < len(parts)-1; i++ {
-		j := strings.Index(s, parts[i])
-		if j < 0 {
-			return false
-		}
-		s = s[j+len(parts[i]):]
-	}
-	return strings.HasSuffix(s, parts[len(parts)-1])
 }
 
 // allows applies an EventFilter to an event's type and sender.
