@@ -55,6 +55,7 @@ func newTestServer(t testing.TB, cfg Config) *testServer {
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections()
 		srv.Shutdown()
 		store.Close()
 		l.Close()

@@ -30,6 +30,29 @@ func appendClientEvent(b []byte, rec *projections.EventRecord, viewer, device st
 // (already encoded, `"key":value` pairs separated by commas), such as
 // redacted_because or prev_content.
 func appendClientEventWith(b []byte, rec *projections.EventRecord, viewer, device string, now int64, unsigned []byte) []byte {
+	c := rec.Memo(func() any { return buildClientBase(rec) }).(*clientBase)
+	b = append(b, c.json...)
+	b = strconv.AppendInt(b, max(0, now-c.ts), 10)
+	if txn, ok := txnFor(rec.Txn, viewer, device); ok {
+		b = append(b, `,"transaction_id":`...)
+		b = appendJSONString(b, txn)
+	}
+	if len(unsigned) > 0 {
+		b = append(b, ',')
+		b = append(b, unsigned...)
+	}
+	return append(b, "}}"...)
+}
+
+// clientBase is the part of an event's client JSON that is the same for
+// every viewer: everything up to the value of unsigned.age. It is built once
+// per record and shared by all listeners through the event cache.
+type clientBase struct {
+	json []byte
+	ts   int64
+}
+
+func buildClientBase(rec *projections.EventRecord) *clientBase {
 	var v pduView
 	if err := json.Unmarshal(rec.PDU, &v); err != nil {
 		v.Content = json.RawMessage("{}")
@@ -37,6 +60,7 @@ func appendClientEventWith(b []byte, rec *projections.EventRecord, viewer, devic
 	if len(v.Content) == 0 {
 		v.Content = json.RawMessage("{}")
 	}
+	b := make([]byte, 0, len(v.Content)+256)
 	b = append(b, `{"content":`...)
 	b = append(b, v.Content...)
 	b = append(b, `,"event_id":`...)
@@ -68,16 +92,7 @@ func appendClientEventWith(b []byte, rec *projections.EventRecord, viewer, devic
 	b = append(b, `,"type":`...)
 	b = appendJSONString(b, v.Type)
 	b = append(b, `,"unsigned":{"age":`...)
-	b = strconv.AppendInt(b, max(0, now-v.OriginServerTS), 10)
-	if txn, ok := txnFor(rec.Txn, viewer, device); ok {
-		b = append(b, `,"transaction_id":`...)
-		b = appendJSONString(b, txn)
-	}
-	if len(unsigned) > 0 {
-		b = append(b, ',')
-		b = append(b, unsigned...)
-	}
-	return append(b, "}}"...)
+	return &clientBase{json: b, ts: v.OriginServerTS}
 }
 
 // txnKey builds the idempotency key of a client send: per device, room and
@@ -170,7 +185,5 @@ func (s *Server) servedRecord(rec *projections.EventRecord) (*projections.EventR
 	if err != nil {
 		return rec, nil
 	}
-	cp := *rec
-	cp.PDU = pdu
-	return &cp, red
+	return rec.WithPDU(pdu), red
 }

@@ -7,6 +7,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -103,11 +104,25 @@ func New(cfg Config, l *log.Log, store *projections.Store, seq *rooms.Sequencer,
 func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
 
 // Shutdown stops accepting requests and waits for those in flight.
+//
+// It waits at most shutdownGrace: fasthttp counts a keep-alive connection
+// waiting for its next request as busy until its read timeout, so a client
+// holding one open would otherwise delay shutdown by that long. Requests
+// still running after the grace period find the log closed and fail; none
+// was acknowledged.
 func (s *Server) Shutdown() error {
-	err := s.http.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	err := s.http.ShutdownWithContext(ctx)
 	s.hub.close()
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = nil
+	}
 	return err
 }
+
+// shutdownGrace bounds how long Shutdown waits for requests in flight.
+const shutdownGrace = 5 * time.Second
 
 // Handle is the fasthttp entry point.
 func (s *Server) Handle(ctx *fasthttp.RequestCtx) {

@@ -3,6 +3,7 @@ package projections
 import (
 	"fmt"
 	"reflect"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -71,6 +72,35 @@ type EventRecord struct {
 	// current" with the outcome of state resolution: these entries change.
 	State []StateEntry `msgpack:"rs,omitempty"`
 	PDU   []byte       `msgpack:"j"`
+
+	// memo holds what readers derived from PDU (never encoded): records are
+	// shared through the event cache, so each is parsed once, not once per
+	// listener. A copy with another PDU must drop it (WithPDU).
+	memo *recordMemo
+}
+
+type recordMemo struct {
+	once sync.Once
+	v    any
+}
+
+// Memo returns a value derived from the record, computed by build on first
+// use and shared by every later reader of this record.
+func (e *EventRecord) Memo(build func() any) any {
+	m := e.memo
+	if m == nil {
+		return build() // not shared through the cache: nothing to keep
+	}
+	m.once.Do(func() { m.v = build() })
+	return m.v
+}
+
+// WithPDU returns a copy of the record holding another PDU (a redacted one),
+// without the original's derived values.
+func (e *EventRecord) WithPDU(pdu []byte) *EventRecord {
+	cp := *e
+	cp.PDU, cp.memo = pdu, nil
+	return &cp
 }
 
 // IsState reports whether the event is a state event.

@@ -218,6 +218,7 @@ func (s *Store) Record(seq uint64) (*EventRecord, error) {
 	if !ok {
 		return nil, fmt.Errorf("projections: record %d is not an event", seq)
 	}
+	r.memo = &recordMemo{} // before the record is shared
 	if s.cache != nil {
 		s.cache.Set(seq, r, int64(len(r.PDU)+256))
 	}
