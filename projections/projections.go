@@ -421,6 +421,17 @@ func (s *Set) follow(l *log.Log, db *pebble.DB, p Projection, stop <-chan struct
 
 var errChunkFull = errors.New("projections: chunk full")
 
+// Applied returns the position the async projection id has applied (the
+// log's end for projections folded in the append batch: ok false).
+func (s *Set) Applied(id byte) (uint64, bool) {
+	pos, ok := s.applied[id]
+	if !ok {
+		return 0, false
+	}
+	seq, _ := pos.get()
+	return seq, true
+}
+
 // WaitApplied waits until the async projection id has applied position seq,
 // or timeout passes; it reports whether it got there. Projections folded in
 // the append batch are always there.

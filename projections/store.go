@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -25,17 +26,39 @@ type Store struct {
 	db    pebble.Reader
 	cache *ristretto.Cache[uint64, *EventRecord]
 	set   *Set // set by Set.Start: async projections to wait for
+	// recent holds the newest records by position modulo its size. Every
+	// listener of a busy room reads the same few new events; ristretto's
+	// admission policy turns new keys away until they are seen often, so
+	// without this each listener would decode its own copy.
+	recent [recentSize]atomic.Pointer[recentRecord]
+}
+
+const recentSize = 4096
+
+type recentRecord struct {
+	seq uint64
+	rec *EventRecord
 }
 
 // WaitApplied waits up to timeout until the async projection id has folded
 // position seq; it reports whether it has. Without async folding (tools,
 // tests) every projection is always up to date.
+//
+// A projection further behind than maxLag records will not catch up within
+// a short wait: then WaitApplied answers false at once rather than add the
+// timeout to every read under load.
 func (s *Store) WaitApplied(id byte, seq uint64, timeout time.Duration) bool {
 	if s.set == nil {
 		return true
 	}
+	if done, async := s.set.Applied(id); async && done+maxLag < seq {
+		return false
+	}
 	return s.set.WaitApplied(id, seq, timeout)
 }
+
+// maxLag is how far behind an async projection may be for a read to wait.
+const maxLag = 256
 
 // NewStore reads rows from db and event bodies from l. cacheBytes bounds the
 // event cache (0 disables it).
@@ -201,6 +224,10 @@ func (s *Store) RoomVersion(room string) (string, error) {
 
 // Record returns the event record at a log position.
 func (s *Store) Record(seq uint64) (*EventRecord, error) {
+	slot := &s.recent[seq%recentSize]
+	if e := slot.Load(); e != nil && e.seq == seq {
+		return e.rec, nil
+	}
 	if s.cache != nil {
 		if r, ok := s.cache.Get(seq); ok {
 			return r, nil
@@ -219,6 +246,9 @@ func (s *Store) Record(seq uint64) (*EventRecord, error) {
 		return nil, fmt.Errorf("projections: record %d is not an event", seq)
 	}
 	r.memo = &recordMemo{} // before the record is shared
+	if seq+recentSize > s.log.Last() {
+		slot.Store(&recentRecord{seq: seq, rec: r})
+	}
 	if s.cache != nil {
 		s.cache.Set(seq, r, int64(len(r.PDU)+256))
 	}
