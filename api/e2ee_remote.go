@@ -293,15 +293,19 @@ func (s *Server) claimRemoteKeys(result map[string]map[string]map[string]json.Ra
 // sendRemoteToDevice sends a to-device message to another server's users
 // as an m.direct_to_device EDU. The message ID is derived from the sending
 // device and transaction ID, so a receiver can drop a repeat.
-func (s *Server) sendRemoteToDevice(server, sender, senderDevice, typ, txn string, msgs map[string]map[string]json.RawMessage) {
-	if s.fed == nil {
-		s.logger.Debug("to-device for remote server dropped: no federation", "server", server, "sender", sender, "type", typ)
-		return
+
+// remoteToDeviceRecord is the log record of the to-device messages of one
+// send for the users of server: an m.direct_to_device EDU whose message_id
+// derives from the sending device and transaction, so a retried send is
+// recognised by the receiver too.
+func remoteToDeviceRecord(server, sender, senderDevice, typ, txn string, msgs map[string]map[string]json.RawMessage) (*projections.RemoteToDeviceRecord, error) {
+	b, err := json.Marshal(msgs)
+	if err != nil {
+		return nil, err
 	}
 	h := sha256.Sum256([]byte(sender + "\x00" + senderDevice + "\x00" + txn))
-	s.fed.SendEDU([]string{server}, "m.direct_to_device", map[string]any{
-		"sender": sender, "type": typ, "message_id": hex.EncodeToString(h[:16]), "messages": msgs,
-	})
+	return &projections.RemoteToDeviceRecord{Server: server, Sender: sender, SenderDevice: senderDevice,
+		Type: typ, MessageID: hex.EncodeToString(h[:16]), Messages: b}, nil
 }
 
 // ---- inbound (called by the federation package) ----

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"engram/dag/rooms"
+	"engram/log"
+	"engram/projections"
 )
 
 // fakeRemote answers the federation requests E2EE makes, per path.
@@ -188,26 +190,43 @@ func TestFedToDeviceInboundOnce(t *testing.T) {
 	}
 }
 
+// TestSendToDeviceRemote: messages for other servers are logged, one
+// m.direct_to_device record per server, for the federation sender to
+// deliver from the log; a retried transaction logs nothing more.
 func TestSendToDeviceRemote(t *testing.T) {
 	ts := newTestServer(t, Config{EnableRegistration: true})
 	d := ts.newDevice(t, "alice")
-	ff := &fakeFed{}
-	ts.srv.fed = ff
 	body := `{"messages":{"@bob:remote.test":{"D1":{"a":1}},"@carol:other.test":{"*":{"b":2}}}}`
 	for i := 0; i < 2; i++ { // the retry sends nothing more
 		if r := ts.do("PUT", "/_matrix/client/v3/sendToDevice/m.test/txn1", d.token, body); r.status != 200 {
 			t.Fatalf("sendToDevice: %d %s", r.status, r.body)
 		}
 	}
-	ff.mu.Lock()
-	defer ff.mu.Unlock()
-	if len(ff.edus) != 2 {
-		t.Fatalf("EDUs: %q", ff.edus)
-	}
-	for _, e := range ff.edus {
-		if !strings.Contains(e, " m.direct_to_device ") || !strings.Contains(e, `"sender":"`+d.user+`"`) || !strings.Contains(e, `"message_id":"`) {
-			t.Fatalf("EDU: %s", e)
+	var got []*projections.RemoteToDeviceRecord
+	err := ts.log.Read(1, func(_ uint64, rec log.Record) error {
+		if rec.Kind != projections.KindRemoteToDevice {
+			return nil
 		}
+		v, err := projections.Decode(rec)
+		if err != nil {
+			return err
+		}
+		got = append(got, v.(*projections.RemoteToDeviceRecord))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Server != "other.test" || got[1].Server != "remote.test" {
+		t.Fatalf("records: %+v", got)
+	}
+	for _, r := range got {
+		if r.Sender != d.user || r.SenderDevice != d.device || r.Type != "m.test" || len(r.MessageID) != 32 || got[0].MessageID != r.MessageID {
+			t.Fatalf("record: %+v", r)
+		}
+	}
+	if !strings.Contains(string(got[1].Messages), `"@bob:remote.test":{"D1":{"a":1}}`) {
+		t.Fatalf("messages: %s", got[1].Messages)
 	}
 }
 

@@ -68,11 +68,23 @@ func (s *Server) sendToDevice(r *Req) error {
 		}
 		rec.Msgs = append(rec.Msgs, msgs...)
 	}
-	if err := s.appendRecords(rec); err != nil {
-		return err
+	// Local and remote messages go in one append: the federation sender
+	// delivers the remote ones from the log.
+	bodies := []any{rec}
+	servers := make([]string, 0, len(remote))
+	for srv := range remote {
+		servers = append(servers, srv)
 	}
-	for srv, msgs := range remote {
-		s.sendRemoteToDevice(srv, r.User, r.Device, typ, txn, msgs)
+	sort.Strings(servers)
+	for _, srv := range servers {
+		rr, err := remoteToDeviceRecord(srv, r.User, r.Device, typ, txn, remote[srv])
+		if err != nil {
+			return err
+		}
+		bodies = append(bodies, rr)
+	}
+	if err := s.appendRecords(bodies...); err != nil {
+		return err
 	}
 	return r.json(struct{}{})
 }

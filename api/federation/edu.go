@@ -160,6 +160,27 @@ func (s *Sender) ownReceipt(rec log.Record) *projections.ReceiptRecord {
 	return r
 }
 
+// remoteToDevice returns rec if it holds to-device messages for another server.
+func (s *Sender) remoteToDevice(rec log.Record) *projections.RemoteToDeviceRecord {
+	if rec.Kind != projections.KindRemoteToDevice {
+		return nil
+	}
+	v, err := projections.Decode(rec)
+	if err != nil {
+		return nil
+	}
+	t, _ := v.(*projections.RemoteToDeviceRecord)
+	return t
+}
+
+// toDeviceEDU is the m.direct_to_device EDU of one record.
+func toDeviceEDU(t *projections.RemoteToDeviceRecord) json.RawMessage {
+	c, _ := json.Marshal(map[string]any{"sender": t.Sender, "type": t.Type, "message_id": t.MessageID,
+		"messages": json.RawMessage(t.Messages)})
+	b, _ := json.Marshal(edu{Type: "m.direct_to_device", Content: c})
+	return b
+}
+
 // receiptEDU is the m.receipt EDU of one receipt.
 func receiptEDU(r *projections.ReceiptRecord) json.RawMessage {
 	data := map[string]any{"ts": r.TS}

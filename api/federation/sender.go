@@ -160,6 +160,8 @@ func (s *Sender) tail(from uint64) {
 					dests = s.destinations(ev)
 				} else if r := s.ownReceipt(rec); r != nil {
 					dests = s.f.roomServers(r.RoomID)
+				} else if t := s.remoteToDevice(rec); t != nil {
+					dests = []string{t.Server}
 				} else {
 					return nil
 				}
@@ -246,6 +248,8 @@ func (s *Sender) deliver(w *worker) error {
 					break
 				}
 			}
+		} else if t := s.remoteToDevice(rec); t != nil && t.Server == w.dest && len(receipts) < maxEDUs/2 {
+			receipts = append(receipts, toDeviceEDU(t)) // logged EDUs share the budget
 		}
 		scanned = seq
 		if len(pdus) >= maxPDUs || len(receipts) >= maxEDUs/2 {
