@@ -386,29 +386,48 @@ func (s *Set) follow(l *log.Log, db *pebble.DB, p Projection, stop <-chan struct
 			}
 			b := db.NewIndexedBatch()
 			tx := &Tx{b: b, r: b, id: p.ID()}
+			// flush commits what is folded up to seq: at the end of the chunk,
+			// and whenever the batch grows past maxBatchBytes (a busy room
+			// writes a few rows per member per event).
+			flush := func(seq uint64, more bool) error {
+				if err := b.Set([]byte{checkpointPrefix, p.ID()}, binary.BigEndian.AppendUint64(nil, seq), nil); err != nil {
+					b.Close()
+					return err
+				}
+				if err := b.Commit(pebble.NoSync); err != nil {
+					b.Close()
+					return err
+				}
+				b.Close()
+				pos.set(seq)
+				if more {
+					b = db.NewIndexedBatch()
+					tx.reset(b, b)
+				}
+				return nil
+			}
 			for i, rec := range recs {
+				seq := first + uint64(i)
 				v, err := decodeForApply(rec)
 				if err != nil {
 					b.Close()
 					return err
 				}
 				if v != nil {
-					if err := p.Apply(tx, first+uint64(i), v); err != nil {
+					if err := p.Apply(tx, seq, v); err != nil {
 						b.Close()
-						return fmt.Errorf("projections: %s at %d: %w", p.Name(), first+uint64(i), err)
+						return fmt.Errorf("projections: %s at %d: %w", p.Name(), seq, err)
+					}
+				}
+				if b.Len() > maxBatchBytes && i < len(recs)-1 {
+					if err := flush(seq, true); err != nil {
+						return err
 					}
 				}
 			}
-			end := first + uint64(len(recs)) - 1
-			if err := b.Set([]byte{checkpointPrefix, p.ID()}, binary.BigEndian.AppendUint64(nil, end), nil); err != nil {
-				b.Close()
+			if err := flush(first+uint64(len(recs))-1, false); err != nil {
 				return err
 			}
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return err
-			}
-			b.Close()
-			pos.set(end)
 			continue
 		}
 		select {
@@ -566,6 +585,15 @@ func (s *Set) replayChunk(db *pebble.DB, p Projection, opts *pebble.WriteOptions
 	}
 	tx := &Tx{b: b, r: r, id: p.ID()}
 	var last uint64
+	commit := func() error {
+		if err := b.Set([]byte{checkpointPrefix, p.ID()}, binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
+			b.Close()
+			return err
+		}
+		err := b.Commit(opts)
+		b.Close()
+		return err
+	}
 	for k := 0; k < n; k++ {
 		seq, v := at(k)
 		if v != nil {
@@ -575,15 +603,25 @@ func (s *Set) replayChunk(db *pebble.DB, p Projection, opts *pebble.WriteOptions
 			}
 		}
 		last = seq
+		if b.Len() > maxBatchBytes && k < n-1 {
+			// Bound memory: a batch of a busy room's push rows grows fast.
+			if err := commit(); err != nil {
+				return err
+			}
+			if reads {
+				b = db.NewIndexedBatch()
+				tx.reset(b, b)
+			} else {
+				b = db.NewBatch()
+				tx.reset(b, db)
+			}
+		}
 	}
-	if err := b.Set([]byte{checkpointPrefix, p.ID()}, binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
-		b.Close()
-		return err
-	}
-	err := b.Commit(opts)
-	b.Close()
-	return err
+	return commit()
 }
+
+// maxBatchBytes bounds the batches of replay and of async projections.
+const maxBatchBytes = 8 << 20
 
 var errStopped = errors.New("projections: replay stopped")
 
