@@ -35,7 +35,34 @@ import (
 // visibility was never invited or joined, sees everything (each earlier
 // event was shared or world_readable and the user joined after it; each
 // later one was sent while they were joined).
+//
+// It also hides the non-state events of users the viewer ignores
+// (m.ignored_user_list), on every read path alike.
 func (s *Server) filterVisible(user, room string, seqs []uint64) ([]uint64, error) {
+	out, err := s.historyVisible(user, room, seqs)
+	if err != nil || len(out) == 0 || user == "" {
+		return out, err
+	}
+	ignored := s.ignoredUsers(user)
+	if len(ignored) == 0 {
+		return out, nil
+	}
+	kept := make([]uint64, 0, len(out)) // out may share seqs' array: do not filter in place
+	for _, q := range out {
+		rec, err := s.store.Record(q)
+		if err != nil {
+			return nil, err
+		}
+		if ignored[rec.Sender] && rec.StateKey == nil {
+			continue
+		}
+		kept = append(kept, q)
+	}
+	return kept, nil
+}
+
+// historyVisible applies the history visibility rules to seqs.
+func (s *Server) historyVisible(user, room string, seqs []uint64) ([]uint64, error) {
 	if len(seqs) == 0 {
 		return seqs, nil
 	}
