@@ -27,19 +27,31 @@ type testServer struct {
 
 func newTestServer(t testing.TB, cfg Config) *testServer {
 	t.Helper()
+	key, err := dag.GenerateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, _ := startTestServer(t, t.TempDir(), cfg, key)
+	return ts
+}
+
+// startTestServer runs an in-process server on the data directory dir
+// (catching its projections up, as serve does). stop shuts it down so
+// another can open the same directory: a restart. It also runs at cleanup.
+func startTestServer(t testing.TB, dir string, cfg Config, key dag.SigningKey) (*testServer, func()) {
+	t.Helper()
 	set, err := projections.All()
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := log.Open(log.Options{Dir: t.TempDir(), Apply: set.Apply})
+	l, err := log.Open(log.Options{Dir: dir, Apply: set.Apply})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := set.CatchUp(l, l.DB()); err != nil {
 		t.Fatal(err)
 	}
 	store, err := projections.NewStore(l, l.DB(), 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := dag.GenerateSigningKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,13 +66,19 @@ func newTestServer(t testing.TB, cfg Config) *testServer {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
-	t.Cleanup(func() {
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		http.DefaultClient.CloseIdleConnections()
 		srv.Shutdown()
 		store.Close()
 		l.Close()
-	})
-	return &testServer{t: t, url: "http://" + ln.Addr().String(), log: l, srv: srv}
+	}
+	t.Cleanup(stop)
+	return &testServer{t: t, url: "http://" + ln.Addr().String(), log: l, srv: srv}, stop
 }
 
 type resp struct {

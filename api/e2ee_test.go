@@ -5,9 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -15,8 +12,6 @@ import (
 	"testing"
 
 	"engram/dag"
-	"engram/dag/rooms"
-	"engram/log"
 	"engram/projections"
 )
 
@@ -24,45 +19,11 @@ import (
 // stop shuts it down so another can open the same directory (a restart).
 func openTestServerAt(t *testing.T, dir string) (*testServer, func()) {
 	t.Helper()
-	set, err := projections.All()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := log.Open(log.Options{Dir: dir, Apply: set.Apply})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := set.CatchUp(l, l.DB()); err != nil {
-		t.Fatal(err)
-	}
-	store, err := projections.NewStore(l, l.DB(), 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
 	key, err := dag.GenerateSigningKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{ServerName: "test.local", EnableRegistration: true, PasswordCost: 4}
-	seq := rooms.New(rooms.Config{ServerName: cfg.ServerName, KeyID: key.ID, Key: key.Key}, l, store)
-	srv := New(cfg, l, store, seq, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		srv.Shutdown()
-		store.Close()
-		l.Close()
-	}
-	t.Cleanup(stop)
-	return &testServer{t: t, url: "http://" + ln.Addr().String(), log: l, srv: srv}, stop
+	return startTestServer(t, dir, Config{EnableRegistration: true}, key)
 }
 
 // e2eeDevice is a client device with its ed25519 identity key.

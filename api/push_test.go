@@ -3,9 +3,6 @@ package api
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,8 +11,6 @@ import (
 	"time"
 
 	"engram/dag"
-	"engram/dag/rooms"
-	"engram/log"
 	"engram/projections"
 )
 
@@ -284,34 +279,7 @@ func TestPusherResumesAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := func() (*testServer, func()) {
-		set, err := projections.All()
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := log.Open(log.Options{Dir: dir, Apply: set.Apply})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := set.CatchUp(l, l.DB()); err != nil {
-			t.Fatal(err)
-		}
-		store, err := projections.NewStore(l, l.DB(), 1<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := Config{ServerName: "test.local", EnableRegistration: true, PasswordCost: 4}
-		seq := rooms.New(rooms.Config{ServerName: cfg.ServerName, KeyID: key.ID, Key: key.Key}, l, store)
-		srv := New(cfg, l, store, seq, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Serve(ln)
-		return &testServer{t: t, url: "http://" + ln.Addr().String(), log: l, srv: srv}, func() {
-			srv.Shutdown()
-			store.Close()
-			l.Close()
-		}
+		return startTestServer(t, dir, Config{EnableRegistration: true}, key)
 	}
 	ts, stop := start()
 	alice, bob := ts.register("alice"), ts.register("bob")

@@ -64,17 +64,8 @@ func (st *syncState) joinedRoom(room string, m projections.Member, full, newlyJo
 		return nil, nil
 	}
 
-	b := appendJSONString(make([]byte, 0, 1024), room)
-	b = append(b, `:{"timeline":{"events":`...)
-	if b, err = st.appendEvents(b, tl); err != nil {
-		return nil, err
-	}
-	b = append(b, `,"limited":`...)
-	b = strconv.AppendBool(b, limited)
-	b = append(b, `,"prev_batch":`...)
-	b = appendJSONString(b, pageToken(t0-1))
-	b = append(b, `},"state":{"events":`...)
-	if b, err = st.appendEvents(b, stateSeqs); err != nil {
+	b, err := st.appendRoomStart(make([]byte, 0, 1024), room, tl, limited, t0, stateSeqs)
+	if err != nil {
 		return nil, err
 	}
 	b = append(b, `},"ephemeral":{"events":`...)
@@ -176,17 +167,8 @@ func (st *syncState) leftRoom(room string, m projections.Member) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	b := appendJSONString(make([]byte, 0, 512), room)
-	b = append(b, `:{"timeline":{"events":`...)
-	if b, err = st.appendEvents(b, tl); err != nil {
-		return nil, err
-	}
-	b = append(b, `,"limited":`...)
-	b = strconv.AppendBool(b, limited)
-	b = append(b, `,"prev_batch":`...)
-	b = appendJSONString(b, pageToken(t0-1))
-	b = append(b, `},"state":{"events":`...)
-	if b, err = st.appendEvents(b, stateSeqs); err != nil {
+	b, err := st.appendRoomStart(make([]byte, 0, 512), room, tl, limited, t0, stateSeqs)
+	if err != nil {
 		return nil, err
 	}
 	b = append(b, `},"account_data":{"events":`...)
@@ -741,4 +723,22 @@ func (st *syncState) summary(room string) ([]byte, []string, error) {
 	}
 	b, err := json.Marshal(v)
 	return b, heroes, err
+}
+
+// appendRoomStart appends the start of a room's entry, shared by the join
+// and leave sections: "room":{"timeline":{...},"state":{"events":[...]
+// (the caller closes the state object and adds its own sections).
+func (st *syncState) appendRoomStart(b []byte, room string, tl []uint64, limited bool, t0 uint64, stateSeqs []uint64) ([]byte, error) {
+	b = appendJSONString(b, room)
+	b = append(b, `:{"timeline":{"events":`...)
+	b, err := st.appendEvents(b, tl)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `,"limited":`...)
+	b = strconv.AppendBool(b, limited)
+	b = append(b, `,"prev_batch":`...)
+	b = appendJSONString(b, pageToken(t0-1))
+	b = append(b, `},"state":{"events":`...)
+	return st.appendEvents(b, stateSeqs)
 }

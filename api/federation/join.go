@@ -62,6 +62,19 @@ func (f *Federation) handleMakeMembership(membership string) func(*req) error {
 	}
 }
 
+// receiveMembership sequences a membership event another server sent to
+// send_join, send_leave or send_knock; what names it in the refusal.
+func (f *Federation) receiveMembership(ev *dag.Event, what string) error {
+	res, err := f.rooms.Receive(ev)
+	if err != nil {
+		return roomErr(err)
+	}
+	if res.Status != projections.Accepted {
+		return ferr(403, "M_FORBIDDEN", what+" not allowed: "+res.Reason)
+	}
+	return nil
+}
+
 // acceptMembership parses and verifies a signed membership event sent to
 // send_join or send_leave.
 func (f *Federation) acceptMembership(r *req, membership string) (*dag.Event, error) {
@@ -98,12 +111,8 @@ func (f *Federation) handleSendJoin(r *req) error {
 	if err != nil {
 		return roomErr(err)
 	}
-	res, err := f.rooms.Receive(ev)
-	if err != nil {
-		return roomErr(err)
-	}
-	if res.Status != projections.Accepted {
-		return ferr(403, "M_FORBIDDEN", "Join not allowed: "+res.Reason)
+	if err := f.receiveMembership(ev, "Join"); err != nil {
+		return err
 	}
 	stateIDs := make([]string, 0, len(before))
 	for _, id := range before {
@@ -146,12 +155,8 @@ func (f *Federation) handleSendLeave(r *req) error {
 	if err != nil {
 		return err
 	}
-	res, err := f.rooms.Receive(ev)
-	if err != nil {
-		return roomErr(err)
-	}
-	if res.Status != projections.Accepted {
-		return ferr(403, "M_FORBIDDEN", "Leave not allowed: "+res.Reason)
+	if err := f.receiveMembership(ev, "Leave"); err != nil {
+		return err
 	}
 	return r.json(struct{}{})
 }

@@ -297,12 +297,8 @@ func (f *Federation) handleSendKnock(r *req) error {
 	if err != nil {
 		return err
 	}
-	res, err := f.rooms.Receive(ev)
-	if err != nil {
-		return roomErr(err)
-	}
-	if res.Status != projections.Accepted {
-		return ferr(403, "M_FORBIDDEN", "Knock not allowed: "+res.Reason)
+	if err := f.receiveMembership(ev, "Knock"); err != nil {
+		return err
 	}
 	return r.json(map[string]any{"knock_room_state": f.strippedState(ev.RoomID)})
 }
