@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/cockroachdb/pebble"
@@ -24,34 +25,37 @@ type PushRulesRecord struct {
 }
 
 // Push evaluates push rules on every accepted room event for the room's
-// local members and keeps what that produces: the notifications, the
-// unread counts, and the read positions that clear them. It does so inside
-// the fold, so the counts are a deterministic function of the log ("The
-// updated notification count from a new event MUST appear in the same
-// /sync response as the event itself" holds by construction: the event's
-// record and its counts become durable in the same batch), and the
-// evaluation sees the room as it was when the event was appended (member
-// count, power levels, display names), not as it is when someone syncs.
+// local members and keeps what that produces: one notification entry per
+// event, and the read positions that clear them. It does so behind the log
+// (Async), deterministically, and evaluation sees the room as it was when
+// the event was appended (member count, power levels, display names), not
+// as it is when someone syncs.
+//
+// An entry is per event, not per member: it holds the outcome of the
+// server-default rules for a member who is not mentioned (the same for all
+// such members: the default rules depend on the user only through
+// "@USER@", which matches a state_key or an m.mentions user ID), and the
+// members whose outcome differs (mentioned, invited, or with rules of
+// their own). A message in a room of 200 local members is one row, not
+// 600; unread counts are folded from the entries at read time
+// (push_reads.go), from the user's read positions onwards.
 //
 // A projection reads only its own rows, so this one keeps its own copy of
 // what evaluation needs:
 //
-//	'a' ‖ userID                                 -> ∅   a local account
-//	'p' ‖ userID                                 -> UserPushRules JSON (absent: server defaults only)
-//	'i' ‖ roomID                                 -> msgpack(pushRoomInfo): member counts, power levels, creators
-//	'm' ‖ str(roomID) ‖ userID                   -> membership code u8 (every member)
-//	'l' ‖ str(roomID) ‖ userID                   -> display name (local joined members)
-//	'T' ‖ eventID                                -> thread root (events in a thread)
-//	'n' ‖ str(userID) ‖ seq u64                  -> msgpack(Notification)
-//	'u' ‖ str(userID) ‖ str(roomID) ‖ seq u64    -> flags u8 ‖ thread   (unread notifications)
-//	'k' ‖ str(userID) ‖ str(roomID) ‖ thread     -> notify u32 ‖ highlight u32
-//	'R' ‖ str(userID) ‖ str(roomID) ‖ thread     -> read position u64
+//	'a' ‖ userID                      -> ∅   a local account
+//	'p' ‖ userID                      -> UserPushRules JSON (absent: server defaults only)
+//	'i' ‖ roomID                      -> msgpack(pushRoomInfo): member counts, power levels, creators
+//	'm' ‖ str(roomID) ‖ userID        -> membership code u8 (every member)
+//	'l' ‖ str(roomID) ‖ userID        -> join position u64 ‖ display name (local joined members)
+//	'T' ‖ eventID                     -> thread root (events in a thread)
+//	'E' ‖ str(roomID) ‖ seq u64       -> notification entry (entryCodec)
+//	'R' ‖ str(userID) ‖ str(roomID) ‖ thread -> read position u64
 //
 // thread is "main" for the main timeline or the root's event ID; 'R' also
-// has thread "" for the unthreaded receipt, which covers every thread.
-// 'u' rows are exactly the unread notifications: a read position that
-// passes one decrements its counter and deletes it, so counts are O(1) to
-// read and a receipt costs what it marks read.
+// has thread "" for the unthreaded receipt, which covers every thread. An
+// entry notifies a member at its position if the member is listed in it,
+// or else if they joined before it and did not send it.
 //
 // Read positions: "When the user updates their read receipt (either by
 // using the API or by sending an event), notifications prior to and
@@ -62,7 +66,8 @@ type PushRulesRecord struct {
 // Limits: a state change that resolution makes current without being the
 // event of its record (StateEntry.EventID of another event) changes
 // memberships and counts, but not display names or power levels, whose
-// contents this fold cannot read.
+// contents this fold cannot read. Notifications are listed for rooms the
+// user is in (joined or invited), not for rooms they left.
 type Push struct{ rules *ruleCache }
 
 type ruleCache struct {
@@ -146,22 +151,19 @@ func (ri *pushRoomInfo) notifLevel(key string) int64 {
 	return 50
 }
 
-func pushAccountKey(user string) []byte      { return append([]byte{'a'}, user...) }
-func pushRulesKey(user string) []byte        { return append([]byte{'p'}, user...) }
-func pushRoomKey(room string) []byte         { return append([]byte{'i'}, room...) }
-func pushMemberKey(room, user string) []byte { return append(appendStr([]byte{'m'}, room), user...) }
-func pushLocalPrefix(room string) []byte     { return appendStr([]byte{'l'}, room) }
-func pushThreadKey(event string) []byte      { return append([]byte{'T'}, event...) }
-func notifPrefix(user string) []byte         { return appendStr([]byte{'n'}, user) }
-func notifKey(user string, seq uint64) []byte {
-	return appendU64(notifPrefix(user), seq)
-}
-func unreadPrefix(user, room string) []byte { return appendStr(appendStr([]byte{'u'}, user), room) }
-func counterPrefix(user, room string) []byte {
-	return appendStr(appendStr([]byte{'k'}, user), room)
+func pushAccountKey(user string) []byte       { return append([]byte{'a'}, user...) }
+func pushRulesKey(user string) []byte         { return append([]byte{'p'}, user...) }
+func pushRoomKey(room string) []byte          { return append([]byte{'i'}, room...) }
+func pushMemberKey(room, user string) []byte  { return append(appendStr([]byte{'m'}, room), user...) }
+func pushLocalPrefix(room string) []byte      { return appendStr([]byte{'l'}, room) }
+func pushThreadKey(event string) []byte       { return append([]byte{'T'}, event...) }
+func entryPrefix(room string) []byte          { return appendStr([]byte{'E'}, room) }
+func entryKey(room string, seq uint64) []byte { return appendU64(entryPrefix(room), seq) }
+func readPosPrefix(user, room string) []byte {
+	return appendStr(appendStr([]byte{'R'}, user), room)
 }
 func readPosKey(user, room, thread string) []byte {
-	return append(appendStr(appendStr([]byte{'R'}, user), room), thread...)
+	return append(readPosPrefix(user, room), thread...)
 }
 
 // NeedsRead: events and receipts read rules, members, counters and
@@ -181,6 +183,12 @@ func (p Push) Apply(tx *Tx, seq uint64, v any) error {
 	case *AccountRecord:
 		return tx.Set(pushAccountKey(r.UserID), nil)
 	case *PushRulesRecord:
+		// Member lists cached in this batch say who has rules of their own.
+		for k := range tx.scratch {
+			if strings.HasPrefix(k, localMembersScratch) {
+				delete(tx.scratch, k)
+			}
+		}
 		if len(r.Rules) == 0 {
 			return tx.Delete(pushRulesKey(r.UserID))
 		}
@@ -206,26 +214,32 @@ func (p Push) Apply(tx *Tx, seq uint64, v any) error {
 func init() {
 	registerKind(KindPushRules, func() any { return new(PushRulesRecord) })
 	register(Push{rules: &ruleCache{m: map[string]cachedRules{}}})
+	// The fold reads the content of these (codec.go): the default rules'
+	// conditions, display names, power levels, creators. Rules of a user's
+	// own on the content of other types see an event without content.
+	for _, t := range []string{"m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite",
+		"m.room.member", "m.room.power_levels", "m.room.create"} {
+		pduTypes[t] = true
+	}
 }
 
-type localMember struct{ user, displayName string }
+type localMember struct {
+	user, displayName string
+	join              uint64 // position of the join
+	custom            bool   // has push rules of their own
+	joined            bool   // false: an invitee, evaluated but not a member
+}
 
 func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
-	infoRaw, _, err := o.get(pushRoomKey(r.RoomID))
+	info, err := roomInfo(o, r.RoomID)
 	if err != nil {
 		return err
-	}
-	var info pushRoomInfo
-	if len(infoRaw) > 0 {
-		if err := msgpack.Unmarshal(infoRaw, &info); err != nil {
-			return err
-		}
 	}
 	all, err := localMembers(o, r.RoomID)
 	if err != nil {
 		return err
 	}
-	members := make([]localMember, 0, len(all))
+	members := make([]localMember, 0, len(all)+1)
 	senderLocal := false
 	for _, m := range all {
 		if m.user == r.Sender {
@@ -248,7 +262,11 @@ func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
 				found = found || m.user == invitee
 			}
 			if !found {
-				members = append(members, localMember{user: invitee})
+				_, custom, err := o.get(pushRulesKey(invitee))
+				if err != nil {
+					return err
+				}
+				members = append(members, localMember{user: invitee, custom: custom})
 			}
 		}
 	}
@@ -282,60 +300,27 @@ func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
 	}
 
 	if len(members) > 0 {
-		pe := &pushEvent{ev: ev, pdu: r.PDU, memberCount: info.Joined, senderPower: info.power(r.Sender), notifLevel: info.notifLevel}
-		ts := int64(0)
-		if n, ok := ev["origin_server_ts"].(json.Number); ok {
-			ts, _ = strconv.ParseInt(string(n), 10, 64)
-		}
-		for _, m := range members {
-			rules, err := p.rulesFor(o, m.user)
-			if err != nil {
-				return err
-			}
-			hit := pe.match(rules, m.user, m.displayName)
-			if hit == nil || !hit.notify {
-				continue
-			}
-			n := Notification{RoomID: r.RoomID, EventID: r.EventID, Thread: thread, Highlight: hit.highlight, Actions: hit.actions, TS: ts}
-			b, err := msgpack.Marshal(&n)
-			if err != nil {
-				return err
-			}
-			if err := o.set(notifKey(m.user, seq), b); err != nil {
-				return err
-			}
-			var flags byte
-			if hit.highlight {
-				flags = 1
-			}
-			if err := o.set(appendU64(unreadPrefix(m.user, r.RoomID), seq), append([]byte{flags}, threadKey...)); err != nil {
-				return err
-			}
-			var hl int64
-			if hit.highlight {
-				hl = 1
-			}
-			if err := addCounter(o, m.user, r.RoomID, threadKey, 1, hl); err != nil {
-				return err
-			}
+		if err := p.evaluate(o, seq, r, ev, info, members, thread); err != nil {
+			return err
 		}
 	}
 	if senderLocal {
-		if err := ownEventRead(o, r.Sender, r.RoomID, threadKey, seq); err != nil {
+		// The event is newer than any position the sender had here.
+		if err := o.set(readPosKey(r.Sender, r.RoomID, threadKey), appendU64(nil, seq)); err != nil {
 			return err
 		}
 	}
 
 	changed := false
 	for _, c := range changes {
-		ch, err := p.applyState(o, &info, r, ev, c)
+		ch, err := p.applyState(o, info, seq, r, ev, c)
 		if err != nil {
 			return err
 		}
 		changed = changed || ch
 	}
 	if changed {
-		b, err := msgpack.Marshal(&info)
+		b, err := msgpack.Marshal(info)
 		if err != nil {
 			return err
 		}
@@ -344,9 +329,78 @@ func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
 	return nil
 }
 
+// evaluate runs push rules for the event's local members and writes its
+// entry: the default rules once, for a member they cannot single out, and
+// every member they might (mentioned, invited) or whose own rules apply.
+func (p Push) evaluate(o *overlay, seq uint64, r *EventRecord, ev map[string]any, info *pushRoomInfo, members []localMember, thread string) error {
+	pe := &pushEvent{ev: ev, pdu: r.PDU, memberCount: info.Joined, senderPower: info.power(r.Sender), notifLevel: info.notifLevel}
+	e := notifEntry{EventID: r.EventID, Sender: r.Sender, Thread: thread}
+	if n, ok := ev["origin_server_ts"].(json.Number); ok {
+		e.TS, _ = strconv.ParseInt(string(n), 10, 64)
+	}
+	pe.anon = true
+	if hit := pe.match(defaultCompiled, "", ""); hit != nil && hit.notify {
+		e.Flags, e.Actions = hit.flags(), hit.actions
+	}
+	pe.anon = false
+	named := mentionedUsers(ev)
+	anyDefault := false
+	for _, m := range members {
+		if !m.custom && !named[strings.ToLower(m.user)] {
+			anyDefault = anyDefault || m.joined
+			continue
+		}
+		rules := defaultCompiled
+		if m.custom {
+			var err error
+			if rules, err = p.rulesFor(o, m.user); err != nil {
+				return err
+			}
+		}
+		x := notifExcept{User: m.user}
+		if hit := pe.match(rules, m.user, m.displayName); hit != nil && hit.notify {
+			x.Flags, x.Actions = hit.flags(), hit.actions
+		}
+		if x.Flags != e.Flags || !bytes.Equal(x.Actions, e.Actions) || !m.joined {
+			e.Except = append(e.Except, x)
+		} else {
+			anyDefault = true
+		}
+	}
+	if len(e.Except) == 0 && (e.Flags == 0 || !anyDefault) {
+		return nil
+	}
+	sort.Slice(e.Except, func(i, j int) bool { return e.Except[i].User < e.Except[j].User })
+	return o.set(entryKey(r.RoomID, seq), e.encode(nil))
+}
+
+// mentionedUsers are the user IDs, lowercased, that the default rules'
+// "@USER@" can match in an event: its state_key (.m.rule.invite_for_me,
+// matched ignoring case) and its m.mentions user IDs
+// (.m.rule.is_user_mention).
+func mentionedUsers(ev map[string]any) map[string]bool {
+	var out map[string]bool
+	add := func(v any) {
+		if s, ok := v.(string); ok {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[strings.ToLower(s)] = true
+		}
+	}
+	add(ev["state_key"])
+	content, _ := ev["content"].(map[string]any)
+	mentions, _ := content["m.mentions"].(map[string]any)
+	ids, _ := mentions["user_ids"].([]any)
+	for _, id := range ids {
+		add(id)
+	}
+	return out
+}
+
 // applyState folds one state change into the room's push info and member
 // rows; it reports whether info changed.
-func (p Push) applyState(o *overlay, info *pushRoomInfo, r *EventRecord, ev map[string]any, c StateEntry) (bool, error) {
+func (p Push) applyState(o *overlay, info *pushRoomInfo, seq uint64, r *EventRecord, ev map[string]any, c StateEntry) (bool, error) {
 	own := c.EventID == r.EventID && ev != nil
 	var content map[string]any
 	if own {
@@ -388,12 +442,12 @@ func (p Push) applyState(o *overlay, info *pushRoomInfo, r *EventRecord, ev map[
 		info.UsersDefault, _ = powerInt(content["users_default"])
 		return true, nil
 	case c.Type == "m.room.member":
-		return p.applyMember(o, info, r, content, c)
+		return p.applyMember(o, info, seq, r, content, c)
 	}
 	return false, nil
 }
 
-func (p Push) applyMember(o *overlay, info *pushRoomInfo, r *EventRecord, content map[string]any, c StateEntry) (bool, error) {
+func (p Push) applyMember(o *overlay, info *pushRoomInfo, seq uint64, r *EventRecord, content map[string]any, c StateEntry) (bool, error) {
 	user := c.StateKey
 	code := MembershipCode(c.Membership)
 	if c.EventID == "" {
@@ -440,15 +494,20 @@ func (p Push) applyMember(o *overlay, info *pushRoomInfo, r *EventRecord, conten
 	if code != MemberJoin {
 		return changed, o.del(lk)
 	}
-	name := ""
+	// A join keeps the position of the join it continues (a display name
+	// change, or resolution re-joining them): counts start there.
+	join, name := seq, ""
+	prev, found, err := o.get(lk)
+	if err != nil {
+		return changed, err
+	}
+	if found && len(prev) >= 8 && was == MemberJoin {
+		join, name = binary.BigEndian.Uint64(prev), string(prev[8:])
+	}
 	if content != nil {
 		name, _ = content["displayname"].(string)
-	} else if old, found, err := o.get(lk); err != nil {
-		return changed, err
-	} else if found {
-		name = string(old) // resolution re-joined them: keep what we knew
 	}
-	return changed, o.set(lk, []byte(name))
+	return changed, o.set(lk, append(appendU64(make([]byte, 0, 8+len(name)), join), name...))
 }
 
 // eventView is the event as push rules see it, built cheaply: type,
@@ -560,128 +619,15 @@ func (p Push) rulesFor(o *overlay, user string) (compiledRules, error) {
 	return rules, nil
 }
 
-func addCounter(o *overlay, user, room, thread string, notify, highlight int64) error {
-	delete(o.tx.scratch, "pushnone\x00"+user+"\x00"+room)
-	k := append(counterPrefix(user, room), thread...)
-	old, _, err := o.get(k)
-	if err != nil {
-		return err
-	}
-	var n, h int64
-	if len(old) == 8 {
-		n, h = int64(binary.BigEndian.Uint32(old)), int64(binary.BigEndian.Uint32(old[4:]))
-	}
-	n, h = max(0, n+notify), max(0, h+highlight)
-	if n == 0 && h == 0 {
-		return o.del(k)
-	}
-	var v [8]byte
-	binary.BigEndian.PutUint32(v[:], uint32(min(n, 1<<32-1)))
-	binary.BigEndian.PutUint32(v[4:], uint32(min(h, 1<<32-1)))
-	return o.set(k, v[:])
-}
-
-func readPos(o *overlay, user, room, thread string) (uint64, error) {
-	v, _, err := o.get(readPosKey(user, room, thread))
-	if err != nil || len(v) != 8 {
-		return 0, err
-	}
-	return binary.BigEndian.Uint64(v), nil
-}
-
-// ownEventRead moves the read position of the sender of an event to it.
-// The event is newer than any position, so the old one need not be read;
-// and notifications are cleared only when the user has any in the room.
-func ownEventRead(o *overlay, user, room, thread string, pos uint64) error {
-	// Whether the user has unread counters here is kept in the batch's
-	// scratch space once known to be "none" (addCounter forgets it): a busy
-	// sender would otherwise scan for every event it sends.
-	noneKey := "pushnone\x00" + user + "\x00" + room
-	unread := false
-	if _, none := o.tx.scratch[noneKey]; !none {
-		if err := o.tx.scanRange(counterPrefix(user, room), nil, func(_, _ []byte) bool {
-			unread = true
-			return false
-		}); err != nil {
-			return err
-		}
-		if !unread {
-			if o.tx.scratch == nil {
-				o.tx.scratch = map[string]any{}
-			}
-			o.tx.scratch[noneKey] = true
-		}
-	}
-	if unread {
-		return advanceRead(o, user, room, thread, pos)
-	}
-	return o.set(readPosKey(user, room, thread), appendU64(nil, pos))
-}
-
 // advanceRead moves a user's read position in a room (thread "" for an
-// unthreaded receipt) to pos, and clears the notifications it passes.
+// unthreaded receipt) forward to pos.
 func advanceRead(o *overlay, user, room, thread string, pos uint64) error {
-	old, err := readPos(o, user, room, thread)
-	if err != nil || pos <= old {
+	k := readPosKey(user, room, thread)
+	old, _, err := o.get(k)
+	if err != nil || (len(old) == 8 && binary.BigEndian.Uint64(old) >= pos) {
 		return err
 	}
-	if err := o.set(readPosKey(user, room, thread), appendU64(nil, pos)); err != nil {
-		return err
-	}
-	lo := old
-	if thread != "" {
-		unthreaded, err := readPos(o, user, room, "")
-		if err != nil {
-			return err
-		}
-		lo = max(lo, unthreaded)
-	}
-	if lo >= pos {
-		return nil
-	}
-	prefix := unreadPrefix(user, room)
-	type dec struct{ n, h int64 }
-	decs := map[string]*dec{}
-	var keys [][]byte
-	err = o.tx.scanRange(appendU64(append([]byte(nil), prefix...), lo+1), appendU64(append([]byte(nil), prefix...), pos+1), func(k, v []byte) bool {
-		if len(v) < 1 {
-			return true
-		}
-		t := string(v[1:])
-		if thread != "" && t != thread {
-			return true
-		}
-		d := decs[t]
-		if d == nil {
-			d = &dec{}
-			decs[t] = d
-		}
-		d.n++
-		if v[0]&1 != 0 {
-			d.h++
-		}
-		keys = append(keys, append([]byte(nil), k...))
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if err := o.del(k); err != nil {
-			return err
-		}
-	}
-	threads := make([]string, 0, len(decs))
-	for t := range decs {
-		threads = append(threads, t)
-	}
-	sort.Strings(threads)
-	for _, t := range threads {
-		if err := addCounter(o, user, room, t, -decs[t].n, -decs[t].h); err != nil {
-			return err
-		}
-	}
-	return nil
+	return o.set(k, appendU64(nil, pos))
 }
 
 // overlay is a Tx that remembers what this fold of one record wrote, so
@@ -756,66 +702,6 @@ func (s *Store) PushRules(user string) (*UserPushRules, error) {
 	return ParseUserPushRules(v)
 }
 
-// Counts are unread notification counts.
-type Counts struct{ Notify, Highlight int64 }
-
-// UnreadCounts returns a user's unread notification counts in a room, per
-// thread ("main" for the main timeline).
-func (s *Store) UnreadCounts(user, room string) (map[string]Counts, error) {
-	prefix := counterPrefix(user, room)
-	out := map[string]Counts{}
-	err := s.scan('y', prefix, nil, false, func(k, v []byte) bool {
-		if len(v) == 8 {
-			out[string(k[len(prefix):])] = Counts{int64(binary.BigEndian.Uint32(v)), int64(binary.BigEndian.Uint32(v[4:]))}
-		}
-		return true
-	})
-	return out, err
-}
-
-// UnreadTotal returns a user's unread notification count over all rooms.
-func (s *Store) UnreadTotal(user string) (int64, error) {
-	var n int64
-	err := s.scan('y', appendStr([]byte{'k'}, user), nil, false, func(_, v []byte) bool {
-		if len(v) == 8 {
-			n += int64(binary.BigEndian.Uint32(v))
-		}
-		return true
-	})
-	return n, err
-}
-
-// ReadPosition returns a user's read position in a room for a thread ("" for
-// the unthreaded receipt, "main", or a root event ID).
-func (s *Store) ReadPosition(user, room, thread string) (uint64, error) {
-	v, _, err := s.get(row('y', readPosKey(user, room, thread)))
-	if err != nil || len(v) != 8 {
-		return 0, err
-	}
-	return binary.BigEndian.Uint64(v), nil
-}
-
-// Notifications calls fn for a user's notifications at positions in
-// (after, upto], oldest first, or newest first when backwards.
-func (s *Store) Notifications(user string, after, upto uint64, backwards bool, fn func(seq uint64, n *Notification) bool) error {
-	lo, hi, ok := seqRange(notifPrefix(user), after, upto)
-	if !ok {
-		return nil
-	}
-	var derr error
-	err := s.scan('y', lo, hi, backwards, func(k, v []byte) bool {
-		var n Notification
-		if derr = msgpack.Unmarshal(v, &n); derr != nil {
-			return false
-		}
-		return fn(binary.BigEndian.Uint64(k[len(k)-8:]), &n)
-	})
-	if err == nil {
-		err = derr
-	}
-	return err
-}
-
 // RoomMemberCounts returns the numbers of joined and invited members of a
 // room, as push evaluation counts them.
 func (s *Store) RoomMemberCounts(room string) (joined, invited int64, err error) {
@@ -842,22 +728,59 @@ func (s *Store) ThreadOf(eventID string) (string, error) {
 // and readers of counts wait for it (Set.WaitApplied).
 func (Push) Async() bool { return true }
 
+// roomInfo returns a room's push info, decoded once per batch and kept in
+// the batch's scratch space; applyState changes it in place (and writes it).
+func roomInfo(o *overlay, room string) (*pushRoomInfo, error) {
+	key := "pushinfo\x00" + room
+	if v, ok := o.tx.scratch[key]; ok {
+		return v.(*pushRoomInfo), nil
+	}
+	raw, _, err := o.get(pushRoomKey(room))
+	if err != nil {
+		return nil, err
+	}
+	info := &pushRoomInfo{}
+	if len(raw) > 0 {
+		if err := msgpack.Unmarshal(raw, info); err != nil {
+			return nil, err
+		}
+	}
+	if o.tx.scratch == nil {
+		o.tx.scratch = map[string]any{}
+	}
+	o.tx.scratch[key] = info
+	return info, nil
+}
+
+// localMembersScratch prefixes the batch scratch keys of member lists.
+const localMembersScratch = "pushlocal\x00"
+
 // localMembers returns a room's local joined members. The list is read once
 // per batch and kept in the batch's scratch space (it is read for every
-// event of a room and changes only with memberships, which forget it).
+// event of a room and changes only with memberships and push rules, which
+// forget it).
 func localMembers(o *overlay, room string) ([]localMember, error) {
-	key := "pushlocal\x00" + room
+	key := localMembersScratch + room
 	if v, ok := o.tx.scratch[key]; ok {
 		return v.([]localMember), nil
 	}
 	var out []localMember
 	prefix := pushLocalPrefix(room)
 	err := o.tx.scanRange(prefix, nil, func(k, v []byte) bool {
-		out = append(out, localMember{string(k[len(prefix):]), string(v)})
+		m := localMember{user: string(k[len(prefix):]), joined: true}
+		if len(v) >= 8 {
+			m.join, m.displayName = binary.BigEndian.Uint64(v), string(v[8:])
+		}
+		out = append(out, m)
 		return true
 	})
 	if err != nil {
 		return nil, err
+	}
+	for i := range out {
+		if _, out[i].custom, err = o.get(pushRulesKey(out[i].user)); err != nil {
+			return nil, err
+		}
 	}
 	if o.tx.scratch == nil {
 		o.tx.scratch = map[string]any{}
@@ -866,4 +789,4 @@ func localMembers(o *overlay, room string) ([]localMember, error) {
 	return out, nil
 }
 
-func forgetLocalMembers(o *overlay, room string) { delete(o.tx.scratch, "pushlocal\x00"+room) }
+func forgetLocalMembers(o *overlay, room string) { delete(o.tx.scratch, localMembersScratch+room) }

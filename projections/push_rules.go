@@ -262,6 +262,7 @@ type compiledCond struct {
 	kind     condKind
 	path     []string
 	re       *regexp.Regexp // event_match
+	literal  string         // event_match on a whole value without wildcards (re nil)
 	userEq   bool           // the pattern or value is the user's ID (default rules' @USER@)
 	value    any            // event_property_is / event_property_contains
 	cmp      string         // room_member_count
@@ -276,6 +277,18 @@ type compiledRule struct {
 	notify    bool
 	highlight bool
 	actions   []byte // the JSON array, without historical actions
+}
+
+// flags are the entry flags of a matching rule's outcome.
+func (r *compiledRule) flags() byte {
+	f := byte(0)
+	if r.notify {
+		f |= entryNotify
+	}
+	if r.highlight {
+		f |= entryHighlight
+	}
+	return f
 }
 
 // compiledRules are a user's enabled rules in priority order.
@@ -353,6 +366,12 @@ func compileCond(c PushCondition, isDefault bool) *compiledCond {
 		cc.kind, cc.path = condEventMatch, splitPath(c.Key)
 		if isDefault && *c.Pattern == UserPlaceholder {
 			cc.userEq, cc.userDeps = true, true
+			return cc
+		}
+		if words := c.Key == "content.body"; !words && !strings.ContainsAny(*c.Pattern, "*?") {
+			// The common case ("type" is "m.room.message"): the regexp
+			// would match the whole value ignoring case, as EqualFold does.
+			cc.literal = *c.Pattern
 			return cc
 		}
 		re, err := globRegexp(*c.Pattern, c.Key == "content.body")
@@ -550,7 +569,10 @@ type pushEvent struct {
 	memberCount int64
 	senderPower int64
 	notifLevel  func(key string) int64
-	memo        map[*compiledCond]bool
+	memo        []condResult // conditions that do not depend on the user, evaluated
+	// anon evaluates for a user the event does not name: every condition
+	// on the user's ID fails (the default outcome of unnamed members).
+	anon bool
 }
 
 // viewKeys are the top-level members eventView fills.
@@ -602,22 +624,31 @@ func (pe *pushEvent) match(rules compiledRules, user, displayName string) *compi
 	return nil
 }
 
+// condResult is a memoised condition: a short list searched in order is
+// cheaper than a map for the dozen conditions of a ruleset.
+type condResult struct {
+	c *compiledCond
+	v bool
+}
+
 func (pe *pushEvent) cond(c *compiledCond, user, displayName string) bool {
 	if !c.userDeps {
-		if v, ok := pe.memo[c]; ok {
-			return v
+		for _, m := range pe.memo {
+			if m.c == c {
+				return m.v
+			}
 		}
 		v := pe.evalCond(c, user, displayName)
-		if pe.memo == nil {
-			pe.memo = map[*compiledCond]bool{}
-		}
-		pe.memo[c] = v
+		pe.memo = append(pe.memo, condResult{c, v})
 		return v
 	}
 	return pe.evalCond(c, user, displayName)
 }
 
 func (pe *pushEvent) evalCond(c *compiledCond, user, displayName string) bool {
+	if c.userEq && pe.anon {
+		return false
+	}
 	switch c.kind {
 	case condEventMatch:
 		v, ok := pe.lookup(c.path)
@@ -629,6 +660,9 @@ func (pe *pushEvent) evalCond(c *compiledCond, user, displayName string) bool {
 		}
 		if c.userEq {
 			return strings.EqualFold(s, user)
+		}
+		if c.re == nil {
+			return strings.EqualFold(s, c.literal)
 		}
 		return c.re.MatchString(s)
 	case condPropertyIs:

@@ -3,7 +3,9 @@ package projections
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -333,4 +335,226 @@ func FuzzPushGlob(f *testing.F) {
 		}
 		splitPath(glob)
 	})
+}
+
+// TestUnreadCountsModel drives a room through random messages, mentions,
+// notices, thread replies, receipts, leaves and re-joins, and checks after
+// every step that the counts (kept incrementally per user and room, and
+// folded afresh by a new Store) equal a direct model of the spec's rules.
+func TestUnreadCountsModel(t *testing.T) {
+	set, _ := All()
+	l := openLog(t, t.TempDir(), set)
+	defer l.Close()
+	store, err := NewStore(l, l.DB(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, l, pushFixture(0))
+	const room = "!p:x"
+	users := []string{"@a:x", "@b:x", "@c:x"}
+	type msg struct {
+		seq            uint64
+		sender, thread string
+		notify, hl     map[string]bool
+	}
+	var msgs []msg
+	join := map[string]uint64{}
+	pos := map[string]map[string]uint64{}
+	for _, u := range users {
+		pos[u] = map[string]uint64{}
+		join[u] = 1 // joined in the fixture, before any message
+	}
+	app := func(v any) uint64 {
+		rec, err := Encode(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq, err := l.Append(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	root := ""
+	rnd := rand.New(rand.NewPCG(7, 9))
+	for step := 0; step < 400; step++ {
+		u := users[rnd.IntN(len(users))]
+		switch op := rnd.IntN(10); {
+		case op < 6 && join[u] != 0:
+			kind := rnd.IntN(4)
+			m := msg{sender: u, notify: map[string]bool{}, hl: map[string]bool{}}
+			body := `{"msgtype":"m.text","body":"hello"}`
+			target := users[rnd.IntN(len(users))]
+			switch {
+			case kind == 1:
+				body = `{"msgtype":"m.text","body":"hi","m.mentions":{"user_ids":["` + strings.ToUpper(target[:2]) + target[2:] + `"]}}`
+			case kind == 2:
+				body = `{"msgtype":"m.notice","body":"beep"}`
+			case kind == 3 && root != "":
+				body = `{"msgtype":"m.text","body":"in thread","m.relates_to":{"rel_type":"m.thread","event_id":"` + root + `"}}`
+				m.thread = root
+			}
+			id := fmt.Sprintf("$e%d", step)
+			m.seq = app(&EventRecord{RoomID: room, EventID: id, RoomVersion: "12", Type: "m.room.message", Sender: u, Status: Accepted,
+				PDU: []byte(`{"type":"m.room.message","origin_server_ts":5,"content":` + body + `}`)})
+			if root == "" {
+				root = id
+			}
+			for _, o := range users {
+				// Mentions match the exact user ID only (event_property_contains).
+				mentioned := kind == 1 && target == o && strings.ToUpper(target[:2])+target[2:] == o
+				m.notify[o] = kind != 2 || mentioned
+				m.hl[o] = mentioned
+			}
+			msgs = append(msgs, m)
+			tk := m.thread
+			if tk == "" {
+				tk = "main"
+			}
+			pos[u][tk] = m.seq
+		case op < 8:
+			thread := []string{"", "main", root}[rnd.IntN(3)]
+			last := l.Last()
+			at := uint64(1 + rnd.IntN(int(last)))
+			app(&ReceiptRecord{RoomID: room, UserID: u, Type: ReceiptRead, ThreadID: thread, EventID: "$x", EventSeq: at, TS: 1})
+			pos[u][thread] = max(pos[u][thread], at)
+		case u != "@a:x":
+			membership := "leave"
+			if join[u] == 0 {
+				membership = "join"
+			}
+			seq := app(&EventRecord{RoomID: room, EventID: fmt.Sprintf("$mem%d", step), RoomVersion: "12", Type: "m.room.member", StateKey: sk(u),
+				Membership: membership, Sender: u, Status: Accepted, PDU: []byte(`{"type":"m.room.member","content":{"membership":"` + membership + `"}}`)})
+			join[u] = 0
+			if membership == "join" {
+				join[u] = seq
+			}
+			pos[u]["main"] = seq
+		}
+		fresh, _ := NewStore(l, l.DB(), 0)
+		for _, o := range users {
+			want := map[string]Counts{}
+			if join[o] != 0 {
+				for _, m := range msgs {
+					tk := m.thread
+					if tk == "" {
+						tk = "main"
+					}
+					if m.seq <= join[o] || m.sender == o || m.seq <= max(pos[o][""], pos[o][tk]) || !m.notify[o] {
+						continue
+					}
+					c := want[tk]
+					c.Notify++
+					if m.hl[o] {
+						c.Highlight++
+					}
+					want[tk] = c
+				}
+			}
+			for name, s := range map[string]*Store{"cached": store, "fresh": fresh} {
+				got, err := s.UnreadCounts(o, room)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("step %d, %s, %s: got %v, want %v", step, o, name, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestNotificationsMerge: notifications of several rooms come out in log
+// order both ways, and a user is listed for an invite before joining.
+func TestNotificationsMerge(t *testing.T) {
+	set, _ := All()
+	l := openLog(t, t.TempDir(), set)
+	defer l.Close()
+	store, _ := NewStore(l, l.DB(), 0)
+	appendAll(t, l, pushFixture(0))
+	app := func(v any) uint64 {
+		rec, _ := Encode(v)
+		seq, err := l.Append(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	rooms := []string{"!p:x", "!q:x"}
+	app(&EventRecord{RoomID: "!q:x", EventID: "$qc", RoomVersion: "12", Type: "m.room.create", StateKey: sk(""), Sender: "@a:x", Status: Accepted, PDU: []byte(`{"type":"m.room.create","content":{}}`)})
+	app(&EventRecord{RoomID: "!q:x", EventID: "$qa", RoomVersion: "12", Type: "m.room.member", StateKey: sk("@a:x"), Membership: "join", Sender: "@a:x", Status: Accepted, PDU: []byte(`{"content":{"membership":"join"}}`)})
+	inv := app(&EventRecord{RoomID: "!q:x", EventID: "$qi", RoomVersion: "12", Type: "m.room.member", StateKey: sk("@b:x"), Membership: "invite", Sender: "@a:x", Status: Accepted, PDU: []byte(`{"type":"m.room.member","state_key":"@b:x","content":{"membership":"invite"}}`)})
+	want := []uint64{inv}
+	app(&EventRecord{RoomID: "!q:x", EventID: "$qj", RoomVersion: "12", Type: "m.room.member", StateKey: sk("@b:x"), Membership: "join", Sender: "@b:x", Status: Accepted, PDU: []byte(`{"content":{"membership":"join"}}`)})
+	for i := 0; i < 150; i++ {
+		want = append(want, app(&EventRecord{RoomID: rooms[i%3%2], EventID: fmt.Sprintf("$n%d", i), RoomVersion: "12", Type: "m.room.message", Sender: "@a:x", Status: Accepted,
+			PDU: []byte(`{"type":"m.room.message","content":{"body":"x"}}`)}))
+	}
+	for _, back := range []bool{false, true} {
+		var got []uint64
+		store.Notifications("@b:x", 0, l.Last(), back, func(seq uint64, n *Notification) bool {
+			got = append(got, seq)
+			return true
+		})
+		exp := append([]uint64(nil), want...)
+		if back {
+			slices.Reverse(exp)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(exp) {
+			t.Fatalf("backwards %v: got %v, want %v", back, got, exp)
+		}
+	}
+	// Stopping early stops.
+	n := 0
+	store.Notifications("@b:x", 0, l.Last(), true, func(uint64, *Notification) bool { n++; return n < 10 })
+	if n != 10 {
+		t.Fatalf("did not stop: %d", n)
+	}
+}
+
+func TestEntryCodec(t *testing.T) {
+	e := notifEntry{EventID: "$e", Sender: "@s:x", Thread: "$r", TS: -5, Flags: entryNotify, Actions: []byte(`["notify"]`),
+		Except: []notifExcept{{User: "@a:x", Flags: 3, Actions: []byte(`["notify",{"set_tweak":"highlight"}]`)}, {User: "@b:x"}}}
+	b := e.encode(nil)
+	got, err := decodeEntry(b)
+	if err != nil || fmt.Sprintf("%+v", *got) != fmt.Sprintf("%+v", e) {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	h, _ := readHead(b)
+	for _, c := range []struct {
+		user string
+		join uint64
+		want byte
+		idx  int
+	}{{"@a:x", 0, 3, 0}, {"@b:x", 1, 0, 1}, {"@c:x", 1, entryNotify, -1}, {"@c:x", 0, 0, -1}, {"@c:x", 9, 0, -1}, {"@s:x", 1, 0, -1}} {
+		f, i, err := h.outcome(9, c.user, c.join)
+		if err != nil || f != c.want || i != c.idx {
+			t.Errorf("%+v: %d %d %v", c, f, i, err)
+		}
+	}
+}
+
+func FuzzEntry(f *testing.F) {
+	e := notifEntry{EventID: "$e", Sender: "@s:x", Flags: 1, Except: []notifExcept{{User: "@a:x", Flags: 3}}}
+	f.Add(e.encode(nil))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if h, err := readHead(b); err == nil {
+			h.outcome(5, "@a:x", 1)
+		}
+		if e, err := decodeEntry(b); err == nil {
+			if _, err := decodeEntry(e.encode(nil)); err != nil {
+				t.Fatalf("re-encoded entry unreadable: %v", err)
+			}
+		}
+	})
+}
+
+// BenchmarkReplayPush replays the message-heavy log through the push
+// projection alone.
+func BenchmarkReplayPush(b *testing.B) {
+	set, err := NewSet(Push{rules: &ruleCache{m: map[string]cachedRules{}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchReplay(b, set)
 }

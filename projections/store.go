@@ -31,6 +31,8 @@ type Store struct {
 	// admission policy turns new keys away until they are seen often, so
 	// without this each listener would decode its own copy.
 	recent [recentSize]atomic.Pointer[recentRecord]
+	// unread keeps unread counts per user and room (push_reads.go).
+	unread unreadCache
 }
 
 const recentSize = 4096
