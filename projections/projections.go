@@ -29,7 +29,59 @@ import (
 const (
 	rowPrefix        = 'p'
 	checkpointPrefix = 'c'
+	versionPrefix    = 'v'
 )
+
+// Versioned is a projection whose row format has changed since it was
+// first released: Version is the format its code writes. CatchUp rebuilds
+// a projection from the log when the format of its stored rows is another
+// (a projection without Version writes format 0).
+type Versioned interface {
+	Version() uint32
+}
+
+func formatOf(p Projection) uint32 {
+	if v, ok := p.(Versioned); ok {
+		return v.Version()
+	}
+	return 0
+}
+
+// migrate drops the rows and checkpoint of every projection whose stored
+// format is not the one its code writes, so CatchUp folds it anew.
+func (s *Set) migrate(db *pebble.DB) error {
+	b := db.NewBatch()
+	defer b.Close()
+	for _, p := range s.all {
+		want := formatOf(p)
+		got := uint32(0)
+		v, closer, err := db.Get([]byte{versionPrefix, p.ID()})
+		if err == nil {
+			if len(v) == 4 {
+				got = binary.BigEndian.Uint32(v)
+			}
+			closer.Close()
+		} else if !errors.Is(err, pebble.ErrNotFound) {
+			return err
+		}
+		if got == want {
+			continue
+		}
+		if err := b.DeleteRange([]byte{rowPrefix, p.ID()}, []byte{rowPrefix, p.ID() + 1}, nil); err != nil {
+			return err
+		}
+		if err := b.Delete([]byte{checkpointPrefix, p.ID()}, nil); err != nil {
+			return err
+		}
+		if err := b.Set([]byte{versionPrefix, p.ID()}, binary.BigEndian.AppendUint32(nil, want), nil); err != nil {
+			return err
+		}
+	}
+	if b.Empty() {
+		return nil
+	}
+	return b.Commit(pebble.Sync)
+}
 
 // Projection is one view.
 type Projection interface {
@@ -298,6 +350,9 @@ const replayBatch = 4096
 // applied yet (a new projection, a reset one, an async one that lagged at
 // shutdown), before the server takes writes.
 func (s *Set) CatchUp(l *log.Log, db *pebble.DB) error {
+	if err := s.migrate(db); err != nil {
+		return err
+	}
 	from := make([]uint64, len(s.all))
 	for i, p := range s.all {
 		cp, err := Checkpoint(db, p.ID())

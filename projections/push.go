@@ -89,6 +89,10 @@ const PushID byte = 'y'
 func (Push) ID() byte     { return PushID }
 func (Push) Name() string { return "push" }
 
+// Version 1: one notification entry per event ('E'), join positions in
+// 'l' (format 0 kept notifications and counters per member).
+func (Push) Version() uint32 { return 1 }
+
 // Notification is one event a user was notified about.
 type Notification struct {
 	RoomID    string `msgpack:"r"`

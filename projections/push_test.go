@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/cockroachdb/pebble"
 )
 
 // evalOne compiles one rule and evaluates it against an event for user.
@@ -557,4 +559,32 @@ func BenchmarkReplayPush(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchReplay(b, set)
+}
+
+// TestMigrateFormat: rows of an older format are dropped and folded again
+// from the log on open, and a current format is left alone.
+func TestMigrateFormat(t *testing.T) {
+	set, _ := All()
+	l := openLog(t, t.TempDir(), set)
+	defer l.Close()
+	if err := set.CatchUp(l, l.DB()); err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, l, pushFixture(50))
+	want, _ := Digest(l.DB(), PushID)
+	stale := []byte{'p', PushID, 'k', 'o', 'l', 'd'}
+	l.DB().Set(stale, []byte("x"), pebble.Sync)
+	if err := set.CatchUp(l, l.DB()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := Digest(l.DB(), PushID); got == want {
+		t.Fatal("current format rebuilt (stale row gone)")
+	}
+	l.DB().Delete([]byte{versionPrefix, PushID}, pebble.Sync) // as written before versions
+	if err := set.CatchUp(l, l.DB()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := Digest(l.DB(), PushID); got != want {
+		t.Fatal("old format not rebuilt")
+	}
 }
