@@ -40,7 +40,12 @@
 //
 // Simplifications (see the report in docs): remote keys are cached in
 // memory only; notaries are not consulted when a server is unreachable;
-// history visibility for servers is "the server has a joined member, or the
-// room is world_readable"; transaction answers are deduplicated in memory
-// only; clients do not backfill over federation.
+// transaction answers are deduplicated in memory only; clients do not
+// backfill over federation.
+//
+// History visibility for servers: the room reads (/event, /state, /backfill,
+// ...) need a joined member of the requesting server, or a world_readable
+// room; within that, each event is checked as visibility.go says (events a
+// server may not see are refused by /event and served redacted by /backfill
+// and /get_missing_events).
 package federation

@@ -10,9 +10,9 @@ import (
 	"engram/projections"
 )
 
-// canSee is history visibility for servers, simplified: a server may read
-// a room's events if one of its users is joined to it now, or the room is
-// world_readable.
+// canSee is the gate of the room reads: a server may read a room if one of
+// its users is joined to it now, or the room is world_readable. Which
+// events it then sees is serverVisibility's to say.
 func (f *Federation) canSee(origin, room string) bool {
 	ms, err := f.store.Members(room)
 	if err == nil {
@@ -43,8 +43,15 @@ func (f *Federation) txnJSON(r *req, pdus []json.RawMessage) error {
 
 // handleEvent is GET /event/{eventId}.
 func (f *Federation) handleEvent(r *req) error {
-	rec, _, err := f.store.Event(r.param("eventId"))
+	rec, seq, err := f.store.Event(r.param("eventId"))
 	if err != nil || rec.Status == projections.Rejected || !f.canSee(r.origin, rec.RoomID) {
+		return ferr(404, "M_NOT_FOUND", "Event not found")
+	}
+	v, err := f.serverVisibility(r.origin, rec.RoomID)
+	if err != nil {
+		return err
+	}
+	if !v.allowed(seq) {
 		return ferr(404, "M_NOT_FOUND", "Event not found")
 	}
 	return f.txnJSON(r, []json.RawMessage{rec.PDU})
@@ -111,8 +118,9 @@ func (f *Federation) handleEventAuth(r *req) error {
 }
 
 // walkBack collects up to limit accepted events reachable backwards through
-// prev_events from start, not going past stop, deepest first.
-func (f *Federation) walkBack(room string, start []string, stop map[string]bool, limit int, includeStart bool) []json.RawMessage {
+// prev_events from start, not going past stop, deepest first, as the
+// requesting server may see them (v).
+func (f *Federation) walkBack(v *serverVisibility, room string, start []string, stop map[string]bool, limit int, includeStart bool) []json.RawMessage {
 	type item struct {
 		depth int64
 		id    string
@@ -128,8 +136,12 @@ func (f *Federation) walkBack(room string, start []string, stop map[string]bool,
 			continue
 		}
 		seen[id] = true
-		rec, _, err := f.store.Event(id)
+		rec, seq, err := f.store.Event(id)
 		if err != nil || rec.RoomID != room || rec.Status == projections.Rejected || rec.Status == projections.Outlier {
+			continue
+		}
+		pdu := servedPDU(v, seq, rec)
+		if pdu == nil {
 			continue
 		}
 		isStart := false
@@ -137,7 +149,7 @@ func (f *Federation) walkBack(room string, start []string, stop map[string]bool,
 			isStart = isStart || s == id
 		}
 		if !isStart || includeStart {
-			out = append(out, item{rec.Depth, id, rec.PDU})
+			out = append(out, item{rec.Depth, id, pdu})
 		}
 		queue = append(queue, rec.PrevEvents...)
 	}
@@ -167,7 +179,11 @@ func (f *Federation) handleBackfill(r *req) error {
 	for _, v := range r.ctx.QueryArgs().PeekMulti("v") {
 		start = append(start, string(v))
 	}
-	return f.txnJSON(r, f.walkBack(room, start, nil, limit, true))
+	v, err := f.serverVisibility(r.origin, room)
+	if err != nil {
+		return err
+	}
+	return f.txnJSON(r, f.walkBack(v, room, start, nil, limit, true))
 }
 
 // handleMissingEvents is POST /get_missing_events/{roomId}: events between
@@ -193,7 +209,11 @@ func (f *Federation) handleMissingEvents(r *req) error {
 	for _, id := range body.Earliest {
 		stop[id] = true
 	}
-	evs := f.walkBack(room, body.Latest, stop, body.Limit, false)
+	v, err := f.serverVisibility(r.origin, room)
+	if err != nil {
+		return err
+	}
+	evs := f.walkBack(v, room, body.Latest, stop, body.Limit, false)
 	// oldest first
 	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
 		evs[i], evs[j] = evs[j], evs[i]
