@@ -350,7 +350,7 @@ func (p Push) evaluate(o *overlay, seq uint64, r *EventRecord, ev map[string]any
 	named := mentionedUsers(ev)
 	anyDefault := false
 	for _, m := range members {
-		if !m.custom && !named[strings.ToLower(m.user)] {
+		if !m.custom && (named == nil || !named[strings.ToLower(m.user)]) {
 			anyDefault = anyDefault || m.joined
 			continue
 		}
