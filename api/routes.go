@@ -21,6 +21,7 @@ func (s *Server) routes() {
 	s.voipRoutes()
 	s.e2eeRoutes()
 	s.relationRoutes()
+	s.spaceOpenIDRoutes() // hierarchy.go, openid.go
 }
 
 const rootHTML = `<!doctype html>

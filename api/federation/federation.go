@@ -53,6 +53,8 @@ type Federation struct {
 	acl         aclCache
 	// e2ee answers the E2EE key queries (SetE2EE, e2ee.go).
 	e2ee E2EE
+	// hierarchy answers /hierarchy for other servers (SetHierarchy, hierarchy.go).
+	hierarchy func(origin, room string, suggestedOnly bool) ([]byte, int)
 }
 
 // New builds the federation service. Start the sender with Run and serve

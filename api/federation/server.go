@@ -87,6 +87,8 @@ func (f *Federation) routes() []route {
 	add("POST", "/_matrix/federation/v1/publicRooms", true, f.handlePublicRooms)
 	add("GET", "/_matrix/federation/v1/timestamp_to_event/{roomId}", true, f.handleTimestampToEvent)
 	rs = append(rs, f.e2eeRoutes()...) // e2ee.go
+	// Spaces and OpenID: hierarchy.go, openid.go.
+	rs = append(rs, f.hierarchyOpenIDRoutes()...)
 	return rs
 }
 

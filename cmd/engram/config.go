@@ -53,6 +53,11 @@ type Config struct {
 	RCRegistration                 *RateLimitConfig         `yaml:"rc_registration,omitempty"`
 	RCLoopback                     bool                     `yaml:"rc_loopback,omitempty"`
 	XForwarded                     bool                     `yaml:"x_forwarded,omitempty"`
+
+	// TrustedKeyServers are the notaries asked for a server's signing keys
+	// when the server cannot be reached (Synapse's trusted_key_servers,
+	// names only: a notary's own key is fetched from the notary).
+	TrustedKeyServers []string `yaml:"trusted_key_servers,omitempty"`
 }
 
 // devConfig is the embedded default of `serve --dev` and `make run`.
@@ -149,6 +154,7 @@ var stringFlags = []struct{ name, usage string }{
 	{"default-room-version", "room version of new rooms"},
 	{"log-level", "debug, info, warn or error"},
 	{"password-cost", "bcrypt cost of stored password hashes (4-31)"},
+	{"trusted-key-servers", "comma-separated notaries asked for keys of unreachable servers"},
 }
 
 func newServeFlags(name string) *serveFlags {
@@ -224,6 +230,13 @@ func (sf *serveFlags) resolve(args []string) (Config, error) {
 				return fmt.Errorf("--password-cost: %q is not in 4..31", v)
 			}
 			c.PasswordCost = n
+		case "trusted-key-servers":
+			c.TrustedKeyServers = nil
+			for _, s := range strings.Split(v, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					c.TrustedKeyServers = append(c.TrustedKeyServers, s)
+				}
+			}
 		case "enable-registration", "enable-metrics":
 			b, err := strconv.ParseBool(v)
 			if err != nil {

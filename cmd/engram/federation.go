@@ -46,6 +46,11 @@ func startFederation(cfg Config, n *node, seq *rooms.Sequencer, srv *api.Server,
 	fed := federation.New(federation.Config{
 		ServerName: cfg.ServerName, Key: key, RootCAs: roots, MaxBackoff: maxBackoff, Logger: logger,
 	}, n.log, n.store, seq)
+	// Retired signing keys and notaries (rotate_key.go); space hierarchy.
+	if err := configureFederationKeys(cfg, fed); err != nil {
+		return nil, err
+	}
+	fed.SetHierarchy(srv.FedHierarchy)
 	ln, err := net.Listen("tcp", cfg.FederationListen)
 	if err != nil {
 		return nil, err

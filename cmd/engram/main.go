@@ -16,6 +16,7 @@ usage:
   engram register-user [-u USER] [-p PASSWORD] [-a|--no-admin] (-c CONFIG | -k SECRET) [URL]
   engram hash-password [-p PASSWORD]
   engram replay --data-dir DIR [--verify]
+  engram rotate-key [--config engram.yaml] [--data-dir DIR] [--signing-key-path FILE]
   engram bench --hs URL --scenario NAME [...]
 `
 
@@ -40,6 +41,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = hashPassword(args[1:], stdin, stdout)
 	case "replay":
 		err = replay(args[1:], stdout)
+	case "rotate-key":
+		err = rotateKey(args[1:], stdout)
 	case "bench":
 		return benchMain(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
