@@ -39,8 +39,8 @@
 //     on each PDU of a transaction, and on m.typing EDUs.
 //
 // Simplifications (see the report in docs): remote keys are cached in
-// memory only; notaries are not consulted when a server is unreachable;
-// transaction answers are deduplicated in memory only; clients do not
+// memory only (a server that cannot be reached is asked of the notaries in
+// trusted_key_servers); transaction answers are deduplicated in memory only; clients do not
 // backfill over federation.
 //
 // History visibility for servers: the room reads (/event, /state, /backfill,
