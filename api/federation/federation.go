@@ -32,15 +32,17 @@ type Config struct {
 
 // Federation is the server-server API of one server.
 type Federation struct {
-	cfg    Config
-	log    *log.Log
-	store  *projections.Store
-	rooms  *rooms.Sequencer
-	logger *slog.Logger
-	client *Client
-	keys   *KeyRing
-	sender *Sender
-	http   *fasthttp.Server
+	cfg      Config
+	log      *log.Log
+	store    *projections.Store
+	rooms    *rooms.Sequencer
+	logger   *slog.Logger
+	client   *Client
+	keys     *KeyRing
+	sender   *Sender
+	httpMu   sync.Mutex
+	http     *fasthttp.Server
+	shutDown bool
 
 	txnMu sync.Mutex
 	txns  map[string][]byte // origin\x00txnID -> answer

@@ -199,7 +199,7 @@ func writeErr(ctx *fasthttp.RequestCtx, e *fedError) {
 
 // Serve serves the federation API on a (TLS) listener until Shutdown.
 func (f *Federation) Serve(ln net.Listener) error {
-	f.http = &fasthttp.Server{
+	srv := &fasthttp.Server{
 		Handler:               f.Handler(),
 		Name:                  "engram",
 		MaxRequestBodySize:    f.cfg.MaxBodyBytes,
@@ -209,14 +209,26 @@ func (f *Federation) Serve(ln net.Listener) error {
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
 	}
-	return f.http.Serve(ln)
+	// Serve and Shutdown run on different goroutines.
+	f.httpMu.Lock()
+	if f.shutDown {
+		f.httpMu.Unlock()
+		return ln.Close()
+	}
+	f.http = srv
+	f.httpMu.Unlock()
+	return srv.Serve(ln)
 }
 
 // Shutdown stops the listener and the sender.
 func (f *Federation) Shutdown() {
 	f.sender.stop()
-	if f.http != nil {
-		_ = f.http.Shutdown()
+	f.httpMu.Lock()
+	srv := f.http
+	f.shutDown = true
+	f.httpMu.Unlock()
+	if srv != nil {
+		_ = srv.Shutdown()
 	}
 }
 
