@@ -41,6 +41,9 @@ func generateConfig(args []string, stdout io.Writer) error {
 		TLSKey:                   filepath.Join(*dir, "tls.key"),
 		RegistrationSharedSecret: base64.RawURLEncoding.EncodeToString(secret[:]),
 		SigningKeyPath:           filepath.Join(*dir, "signing.key"),
+		// As Synapse's generated config: the notary asked when a server
+		// cannot be reached for its keys.
+		TrustedKeyServers: []string{"matrix.org"},
 	}
 	c.fillDefaults()
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
