@@ -312,9 +312,17 @@ func (s *Server) createRoom(r *Req) error {
 	if b.Topic != nil {
 		evs = append(evs, rooms.Event{Type: "m.room.topic", StateKey: str(""), Content: topicContent(*b.Topic)})
 	}
+	// Users of other servers are invited once the room exists, over
+	// federation (invite v2, as POST /invite does): an invite sequenced here
+	// alone would never reach their server.
+	var remoteInvites []string
 	for _, u := range b.Invite {
 		if s.inviteBlocked(u) {
 			continue // the room is still created; this invitee is skipped (spec)
+		}
+		if s.isRemote(u) {
+			remoteInvites = append(remoteInvites, u)
+			continue
 		}
 		c := map[string]any{"membership": "invite"}
 		if b.IsDirect {
@@ -346,6 +354,18 @@ func (s *Server) createRoom(r *Req) error {
 	if b.Visibility == "public" {
 		if err := s.appendRecord(&projections.DirectoryRecord{RoomID: id, Public: true, UserID: r.User}); err != nil {
 			return err
+		}
+	}
+	for _, u := range remoteInvites {
+		c := map[string]any{"membership": "invite"}
+		if b.IsDirect {
+			c["is_direct"] = true
+		}
+		// The room exists whatever the invitee's server says: a refusal
+		// or an unreachable server is logged, not an error of createRoom
+		// (the client would not learn the new room's ID).
+		if _, err := s.fed.Invite(id, r.User, u, mustJSON(c)); err != nil {
+			s.logger.Info("createRoom: remote invite failed", "room", id, "invitee", u, "err", err)
 		}
 	}
 	return r.json(map[string]string{"room_id": id})
@@ -502,12 +522,27 @@ func (s *Server) knock(r *Req) error {
 	if e := r.decode(&b); e != nil {
 		return e
 	}
-	room, err := s.resolveRoom(r.Param("roomIdOrAlias"))
-	if err != nil {
-		return err
+	target := r.Param("roomIdOrAlias")
+	var room string
+	var via []string
+	if strings.HasPrefix(target, "#") && s.isRemote(target) {
+		id, servers, err := s.fed.QueryAlias(target)
+		if err != nil {
+			return errNotFound("Room alias " + target + " not found")
+		}
+		room, via = id, servers
+	} else {
+		id, err := s.resolveRoom(target)
+		if err != nil {
+			return err
+		}
+		room = id
 	}
 	vid, err := s.store.RoomVersion(room)
 	if errors.Is(err, projections.ErrNotFound) {
+		if done, err := s.fedKnock(r, room, via, b.Reason); done || err != nil {
+			return err
+		}
 		return errNotFound("That room does not appear to exist")
 	}
 	if err != nil {
@@ -520,6 +555,37 @@ func (s *Server) knock(r *Req) error {
 		return err
 	}
 	return r.json(map[string]string{"room_id": room})
+}
+
+// fedKnock knocks on a room this server does not take part in, through
+// the via / server_name servers (and those an alias named) and the room
+// ID's own server: make_knock and send_knock (api/federation/knock.go).
+// done reports whether it answered the request.
+func (s *Server) fedKnock(r *Req, room string, via []string, reason string) (done bool, err error) {
+	k, ok := s.fed.(fedKnocker)
+	if !ok {
+		return false, nil
+	}
+	for _, key := range []string{"via", "server_name"} {
+		for _, v := range r.ctx.QueryArgs().PeekMulti(key) {
+			via = append(via, string(v))
+		}
+	}
+	extra := s.selfMemberContent(r.User, "knock", reasonExtra(reason))
+	if _, err := k.Knock(room, r.User, via, mustJSON(extra)); err != nil {
+		s.logger.Info("remote knock failed", "room", room, "err", err)
+		var he interface{ StatusCode() int }
+		if errors.As(err, &he) {
+			switch he.StatusCode() {
+			case 404:
+				return true, errNotFound("That room does not appear to exist")
+			case 400:
+				return true, errForbidden("The room does not accept knocks from this server's room versions")
+			}
+		}
+		return true, errForbidden("Could not knock on the room over federation")
+	}
+	return true, r.json(map[string]string{"room_id": room})
 }
 
 func (s *Server) leave(r *Req) error {

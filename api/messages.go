@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"math"
 	"strconv"
 
 	"engram/projections"
@@ -105,19 +106,19 @@ func (s *Server) messages(r *Req) error {
 	if f.Limit != nil && *f.Limit > 0 && r.Query("limit") == "" {
 		limit = min(*f.Limit, maxPageLimit)
 	}
-	var from uint64
-	hasFrom := false
+	// Tokens are timeline positions ("t<P>", "s<P>...") or positions in
+	// the backfilled history ("b<K>", api/backfill.go).
+	var from, to pagePos
+	hasFrom, hasTo := false, false
 	if t := r.Query("from"); t != "" {
-		p, ok := parseToken(t)
+		p, ok := parsePagePos(t)
 		if !ok {
 			return errInvalid("Invalid from token")
 		}
 		from, hasFrom = p, true
 	}
-	var to uint64
-	hasTo := false
 	if t := r.Query("to"); t != "" {
-		p, ok := parseToken(t)
+		p, ok := parsePagePos(t)
 		if !ok {
 			return errInvalid("Invalid to token")
 		}
@@ -129,25 +130,16 @@ func (s *Server) messages(r *Req) error {
 	}
 	upto := acc.upto
 	if !hasFrom && dir == "b" {
-		from = upto
+		from = pagePos{pos: upto}
 	}
 
 	var seqs []uint64
-	var last uint64
-	more := false
+	end := ""
 	if limit > 0 {
 		if dir == "b" {
-			lo := uint64(0)
-			if hasTo {
-				lo = to
-			}
-			seqs, last, more, err = s.pageScan(room, r.User, f, lo, min(from, upto)+1, true, limit)
+			seqs, end, err = s.pageBackwards(room, r.User, f, from, to, hasTo, upto, limit)
 		} else {
-			hi := upto + 1
-			if hasTo {
-				hi = min(hi, to+1)
-			}
-			seqs, last, more, err = s.pageScan(room, r.User, f, from, hi, false, limit)
+			seqs, end, err = s.pageForwards(room, r.User, f, from, to, hasTo, upto, limit)
 		}
 		if err != nil {
 			return err
@@ -159,17 +151,13 @@ func (s *Server) messages(r *Req) error {
 		return err
 	}
 	b = append(b, `,"start":`...)
-	b = appendJSONString(b, pageToken(from))
-	if more && last > 0 {
-		end := last
-		if dir == "b" {
-			end = last - 1
-		}
+	b = appendJSONString(b, from.token())
+	if end != "" {
 		b = append(b, `,"end":`...)
-		b = appendJSONString(b, pageToken(end))
+		b = appendJSONString(b, end)
 	}
 	if f.LazyLoadMembers && len(seqs) > 0 {
-		state, err := s.senderMembers(room, seqs, seqs[0])
+		state, err := s.lazyMembers(room, seqs)
 		if err != nil {
 			return err
 		}
@@ -180,6 +168,118 @@ func (s *Server) messages(r *Req) error {
 	}
 	r.raw(200, append(b, '}'))
 	return nil
+}
+
+// pagePos is a pagination position: a gap of the timeline, or (bf) of
+// the backfilled history, which is older than the whole timeline.
+type pagePos struct {
+	pos uint64
+	bf  bool
+}
+
+func parsePagePos(t string) (pagePos, bool) {
+	if k, ok := parseBackfillToken(t); ok {
+		return pagePos{pos: k, bf: true}, true
+	}
+	p, ok := parseToken(t)
+	return pagePos{pos: p}, ok
+}
+
+func (p pagePos) token() string {
+	if p.bf {
+		return backfillToken(p.pos)
+	}
+	return pageToken(p.pos)
+}
+
+// pageBackwards pages towards older events from `from`: through the
+// timeline, then, once it runs out, through the backfilled history,
+// fetching more of it from other servers when that runs out too. It
+// returns the positions and the end token ("" when nothing is left).
+func (s *Server) pageBackwards(room, user string, f *roomEventFilter, from, to pagePos, hasTo bool, upto uint64, limit int) ([]uint64, string, error) {
+	var seqs []uint64
+	bfFrom := from.pos
+	if !from.bf {
+		lo := uint64(0)
+		if hasTo && !to.bf {
+			lo = to.pos
+		}
+		tl, last, more, err := s.pageScan(room, user, f, lo, min(from.pos, upto)+1, true, limit)
+		if err != nil {
+			return nil, "", err
+		}
+		if more && last > 0 {
+			return tl, pageToken(last - 1), nil
+		}
+		if hasTo && !to.bf {
+			return tl, "", nil // stopped at `to`
+		}
+		// The timeline ran out: go on with the backfilled history.
+		seqs, bfFrom = tl, 0
+	}
+	hi := uint64(math.MaxUint64)
+	if hasTo && to.bf {
+		if to.pos <= bfFrom {
+			return seqs, "", nil
+		}
+		hi = to.pos + 1
+	}
+	if len(seqs) == limit {
+		more, err := s.bfMore(room, bfFrom, hi)
+		if err != nil || !more {
+			return seqs, "", err
+		}
+		return seqs, backfillToken(bfFrom), nil
+	}
+	bf, last, more, err := s.bfScan(room, user, f, bfFrom, hi, true, limit-len(seqs), true)
+	if err != nil {
+		return nil, "", err
+	}
+	seqs = append(seqs, bf...)
+	if more && last > 0 {
+		return seqs, backfillToken(last), nil
+	}
+	return seqs, "", nil
+}
+
+// pageForwards pages towards newer events from `from`: from a position in
+// the backfilled history through it and on into the timeline.
+func (s *Server) pageForwards(room, user string, f *roomEventFilter, from, to pagePos, hasTo bool, upto uint64, limit int) ([]uint64, string, error) {
+	var seqs []uint64
+	tlFrom := from.pos
+	if from.bf {
+		lo := uint64(0)
+		if hasTo && to.bf {
+			lo = to.pos
+		}
+		bf, last, more, err := s.bfScan(room, user, f, lo, from.pos+1, false, limit, false)
+		if err != nil {
+			return nil, "", err
+		}
+		if more && last > 0 {
+			return bf, backfillToken(last - 1), nil
+		}
+		if hasTo && to.bf {
+			return bf, "", nil
+		}
+		seqs, tlFrom = bf, 0
+		if len(seqs) == limit {
+			return seqs, pageToken(0), nil
+		}
+	}
+	hi := upto + 1
+	if hasTo && !to.bf {
+		hi = min(hi, to.pos+1)
+	}
+	tl, last, more, err := s.pageScan(room, user, f, tlFrom, hi, false, limit-len(seqs))
+	if err != nil {
+		return nil, "", err
+	}
+	seqs = append(seqs, tl...)
+	if more && last > 0 {
+		return seqs, pageToken(last), nil
+	}
+	return seqs, "", nil
 }
 
 // senderMembers returns the positions of the membership events, as of
@@ -213,13 +313,14 @@ func (s *Server) senderMembers(room string, seqs []uint64, at uint64) ([]uint64,
 	return out, nil
 }
 
-// roomEvent loads an accepted event of a room by ID (ErrNotFound otherwise).
+// roomEvent loads an accepted (or backfilled) event of a room by ID
+// (ErrNotFound otherwise).
 func (s *Server) roomEvent(room, id string) (*projections.EventRecord, uint64, error) {
 	rec, seq, err := s.store.Event(id)
 	if err != nil {
 		return nil, 0, err
 	}
-	if rec.RoomID != room || rec.Status != projections.Accepted {
+	if rec.RoomID != room || (rec.Status != projections.Accepted && !s.isBackfilled(rec)) {
 		return nil, 0, projections.ErrNotFound
 	}
 	return rec, seq, nil
@@ -236,7 +337,7 @@ func (s *Server) getEvent(r *Req) error {
 	if err != nil {
 		return err
 	}
-	vis, err := s.filterVisible(r.User, room, []uint64{seq})
+	vis, err := s.visibleAny(r.User, room, []uint64{seq})
 	if err != nil {
 		return err
 	}
@@ -268,12 +369,17 @@ func (s *Server) eventContext(r *Req) error {
 	if err != nil {
 		return err
 	}
-	vis, err := s.filterVisible(r.User, room, []uint64{seq})
+	vis, err := s.visibleAny(r.User, room, []uint64{seq})
 	if err != nil {
 		return err
 	}
 	if len(vis) == 0 {
 		return errForbidden("You don't have permission to access that event.")
+	}
+	if ord, ok, err := s.store.BackfillOrd(rec.EventID); err != nil {
+		return err
+	} else if ok && rec.Status == projections.Outlier {
+		return s.bfContext(r, room, rec, seq, ord, f, limit)
 	}
 	beforeLimit := limit / 2
 	afterLimit := limit - beforeLimit
