@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -228,7 +229,11 @@ func (f *Federation) Shutdown() {
 	f.shutDown = true
 	f.httpMu.Unlock()
 	if srv != nil {
-		_ = srv.Shutdown()
+		// Bounded as the client listener's: a peer's idle keep-alive
+		// connection counts as busy until its read timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.ShutdownWithContext(ctx)
 	}
 }
 
