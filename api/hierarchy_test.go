@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // hierWorld is a space tree on one server:
@@ -43,7 +44,10 @@ func newHierWorld(t *testing.T) *hierWorld {
 	child(w.s, w.c, `,"order":"c"`)
 	child(w.s, w.e, `,"order":"d"`)
 	ts.rmState(w.alice, w.s, "m.space.child", w.missing, `{}`) // removed: no via
+	// No order: by the child events' origin_server_ts, then room ID; the
+	// two could share a millisecond, so D's is made the older.
 	child(w.c, w.d, ``)
+	time.Sleep(2 * time.Millisecond)
 	child(w.c, w.s, ``)
 	return w
 }
