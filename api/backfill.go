@@ -472,43 +472,9 @@ func (s *Server) bfContext(r *Req, room string, rec *projections.EventRecord, se
 		if err != nil {
 			return err
 		}
-		entries, err := s.store.StateAt(room, "", first)
-		if err != nil {
+		if state, err = s.stateMatching(room, first, f); err != nil {
 			return err
 		}
-		for _, e := range entries {
-			pos, _, err := s.store.EventPos(e.EventID)
-			if err != nil {
-				return err
-			}
-			srec, err := s.store.Record(pos)
-			if err != nil {
-				return err
-			}
-			if f.match(srec) {
-				state = append(state, pos)
-			}
-		}
 	}
-	now := nowMS()
-	b := append(make([]byte, 0, 2048), `{"event":`...)
-	b = s.appendServedEvent(b, rec, seq, r.User, r.Device, now)
-	b = append(b, `,"events_before":`...)
-	if b, err = s.appendEventList(b, before, r.User, r.Device, now); err != nil {
-		return err
-	}
-	b = append(b, `,"events_after":`...)
-	if b, err = s.appendEventList(b, after, r.User, r.Device, now); err != nil {
-		return err
-	}
-	b = append(b, `,"state":`...)
-	if b, err = s.appendEventList(b, state, r.User, r.Device, now); err != nil {
-		return err
-	}
-	b = append(b, `,"start":`...)
-	b = appendJSONString(b, start)
-	b = append(b, `,"end":`...)
-	b = appendJSONString(b, end)
-	r.raw(200, append(b, '}'))
-	return nil
+	return s.writeContext(r, rec, seq, before, after, state, start, end)
 }

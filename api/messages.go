@@ -409,29 +409,46 @@ func (s *Server) eventContext(r *Req) error {
 			return err
 		}
 	} else {
-		entries, err := s.store.StateAt(room, "", lastSeq)
-		if err != nil {
+		if state, err = s.stateMatching(room, lastSeq, f); err != nil {
 			return err
 		}
-		for _, e := range entries {
-			pos, _, err := s.store.EventPos(e.EventID)
-			if err != nil {
-				return err
-			}
-			srec, err := s.store.Record(pos)
-			if err != nil {
-				return err
-			}
-			if f.match(srec) {
-				state = append(state, pos)
-			}
+	}
+	return s.writeContext(r, rec, seq, before, after, state, pageToken(start), pageToken(end))
+}
+
+// stateMatching returns the positions of a room's state events at position
+// at that filter f lets through.
+func (s *Server) stateMatching(room string, at uint64, f *roomEventFilter) ([]uint64, error) {
+	entries, err := s.store.StateAt(room, "", at)
+	if err != nil {
+		return nil, err
+	}
+	var state []uint64
+	for _, e := range entries {
+		pos, _, err := s.store.EventPos(e.EventID)
+		if err != nil {
+			return nil, err
+		}
+		srec, err := s.store.Record(pos)
+		if err != nil {
+			return nil, err
+		}
+		if f.match(srec) {
+			state = append(state, pos)
 		}
 	}
+	return state, nil
+}
+
+// writeContext answers /context: the event, the events before and after it,
+// the state, and the pagination tokens.
+func (s *Server) writeContext(r *Req, rec *projections.EventRecord, seq uint64, before, after, state []uint64, start, end string) error {
 	now := nowMS()
 	b := append(make([]byte, 0, 2048), `{"event":`...)
 	b = s.appendServedEvent(b, rec, seq, r.User, r.Device, now)
 	b = append(b, `,"events_before":`...)
-	if b, err = s.appendEventList(b, before, r.User, r.Device, now); err != nil {
+	b, err := s.appendEventList(b, before, r.User, r.Device, now)
+	if err != nil {
 		return err
 	}
 	b = append(b, `,"events_after":`...)
@@ -443,9 +460,9 @@ func (s *Server) eventContext(r *Req) error {
 		return err
 	}
 	b = append(b, `,"start":`...)
-	b = appendJSONString(b, pageToken(start))
+	b = appendJSONString(b, start)
 	b = append(b, `,"end":`...)
-	b = appendJSONString(b, pageToken(end))
+	b = appendJSONString(b, end)
 	r.raw(200, append(b, '}'))
 	return nil
 }
