@@ -76,19 +76,16 @@ func decodeForApply(rec log.Record) (any, error) {
 	if rec.Kind != KindEvent || rec.Version != 1 {
 		return Decode(rec)
 	}
-	var h eventHeader
-	if err := msgpack.Unmarshal(rec.Body, &h); err != nil {
+	e, err := decodeEvent(rec.Body, pduTypeNeeded)
+	if err != nil {
 		return nil, fmt.Errorf("projections: decode kind %d: %w", rec.Kind, err)
 	}
-	if pduTypes[h.Type] {
-		return Decode(rec)
-	}
-	return &h.EventRecord, nil
+	return e, nil
 }
 
-// pduTypes are the (rare) event types whose PDU a projection reads while
-// folding, registered from an init() of that projection's file: their
-// records are decoded whole.
+// pduTypes are the event types whose PDU a projection reads while folding
+// (messages, for search and relations), registered from an init() of that
+// projection's file: their records are decoded whole.
 var pduTypes = map[string]bool{}
 
 func (e *EventRecord) decode(dec *msgpack.Decoder, skipPDU bool) error {

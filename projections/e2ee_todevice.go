@@ -94,6 +94,12 @@ func (ToDevice) Apply(tx *Tx, seq uint64, v any) error {
 // deleteRange removes the projection-relative keys in [lo, hi).
 func (t *Tx) deleteRange(lo, hi []byte) error {
 	clear(t.memo) // a range delete may cover remembered reads
+	if t.w != nil {
+		// Buffered replay writes before it stay before it.
+		if err := t.w.drain(t.b); err != nil {
+			return err
+		}
+	}
 	l := append([]byte{rowPrefix, t.id}, lo...)
 	var h []byte
 	if hi == nil {

@@ -112,6 +112,8 @@ type Tx struct {
 	// scratch is per-batch space for a projection's own derived caches
 	// (each is responsible for forgetting what its writes invalidate).
 	scratch map[string]any
+	// w, in replay, buffers point writes to add them to b sorted (replay.go).
+	w *writeBuf
 }
 
 type memoEntry struct {
@@ -168,6 +170,10 @@ func (t *Tx) Set(k, v []byte) error {
 	if _, ok := t.memo[string(k)]; ok {
 		t.memo[string(k)] = memoEntry{append([]byte(nil), v...), true}
 	}
+	if t.w != nil {
+		t.w.add(t.key(k), v, false)
+		return nil
+	}
 	return t.b.Set(t.key(k), v, nil)
 }
 
@@ -175,6 +181,10 @@ func (t *Tx) Set(k, v []byte) error {
 func (t *Tx) Delete(k []byte) error {
 	if _, ok := t.memo[string(k)]; ok {
 		t.memo[string(k)] = memoEntry{}
+	}
+	if t.w != nil {
+		t.w.add(t.key(k), nil, true)
+		return nil
 	}
 	return t.b.Delete(t.key(k), nil)
 }
@@ -364,7 +374,7 @@ func (s *Set) CatchUp(l *log.Log, db *pebble.DB) error {
 		}
 		from[i] = cp + 1
 	}
-	if err := s.replay(l, db, s.all, from, pebble.NoSync); err != nil {
+	if err := s.replay(l, db, s.all, from, pebble.NoSync, true); err != nil {
 		return err
 	}
 	for _, p := range s.async {
@@ -537,10 +547,15 @@ func (s *Set) WaitApplied(id byte, seq uint64, timeout time.Duration) bool {
 // decodes; every projection then folds the same decoded chunks in its own
 // goroutine, into its own batches: projections never read each other's rows,
 // so they are independent, and pebble inserts concurrent commits into the
-// memtable in parallel. Replay batches are plain (not indexed): a projection
-// reads rows only for records it says NeedsRead, and its batch is committed
-// before such a record so the read sees everything before it.
-func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64, opts *pebble.WriteOptions) error {
+// memtable in parallel. Replay batches are plain (not indexed) and reach the
+// memtable sorted by key: a projection reads rows only for records it says
+// NeedsRead, and such a record is folded in a batch of its own, after what
+// came before it is committed (replay.go).
+//
+// flush says whether to flush the memtables at the end (CatchUp does, so what
+// it folded is in sstables before the server starts; a scratch Rebuild need
+// not).
+func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64, opts *pebble.WriteOptions, flush bool) error {
 	type decoded struct {
 		seq uint64
 		v   any
@@ -566,6 +581,7 @@ func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64,
 		wg.Add(1)
 		go func(p Projection, feed <-chan []decoded, from uint64) {
 			defer wg.Done()
+			rp := newReplayer(db, p, opts)
 			var err error
 			for chunk := range feed {
 				// Skip what this projection's checkpoint already covers.
@@ -575,10 +591,13 @@ func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64,
 				}
 				if err == nil && k0 < len(chunk) {
 					rest := chunk[k0:]
-					if err = s.replayChunk(db, p, opts, len(rest), func(k int) (uint64, any) { return rest[k].seq, rest[k].v }); err != nil {
+					if err = rp.chunk(len(rest), func(k int) (uint64, any) { return rest[k].seq, rest[k].v }); err != nil {
 						halt()
 					}
 				}
+			}
+			if err == nil {
+				err = rp.finish()
 			}
 			errs <- err
 		}(p, feeds[i], froms[i])
@@ -623,56 +642,10 @@ func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64,
 	if readErr != nil {
 		return readErr
 	}
+	if !flush {
+		return nil
+	}
 	return db.Flush()
-}
-
-// replayChunk folds n decoded records into projection p, committing its rows
-// and checkpoint; at(k) returns the k-th record.
-func (s *Set) replayChunk(db *pebble.DB, p Projection, opts *pebble.WriteOptions, n int, at func(k int) (uint64, any)) error {
-	// A projection that reads rows while it folds gets an indexed batch,
-	// whose reads see its own earlier writes; the others a plain one.
-	_, reads := p.(interface{ NeedsRead(any) bool })
-	b := db.NewBatch()
-	var r pebble.Reader = db
-	if reads {
-		b = db.NewIndexedBatch()
-		r = b
-	}
-	tx := &Tx{b: b, r: r, id: p.ID()}
-	var last uint64
-	commit := func() error {
-		if err := b.Set([]byte{checkpointPrefix, p.ID()}, binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
-			b.Close()
-			return err
-		}
-		err := b.Commit(opts)
-		b.Close()
-		return err
-	}
-	for k := 0; k < n; k++ {
-		seq, v := at(k)
-		if v != nil {
-			if err := p.Apply(tx, seq, v); err != nil {
-				b.Close()
-				return fmt.Errorf("projections: %s at %d: %w", p.Name(), seq, err)
-			}
-		}
-		last = seq
-		if b.Len() > maxBatchBytes && k < n-1 {
-			// Bound memory: a batch of a busy room's push rows grows fast.
-			if err := commit(); err != nil {
-				return err
-			}
-			if reads {
-				b = db.NewIndexedBatch()
-				tx.reset(b, b)
-			} else {
-				b = db.NewBatch()
-				tx.reset(b, db)
-			}
-		}
-	}
-	return commit()
 }
 
 // maxBatchBytes bounds the batches of replay and of async projections.
@@ -681,11 +654,14 @@ const maxBatchBytes = 8 << 20
 var errStopped = errors.New("projections: replay stopped")
 
 // Rebuild replays the whole log into a fresh database at dir (which must not
-// exist or be empty) and returns it; used by `engram replay`.
+// exist or be empty) and returns it; used by `engram replay --verify`.
+//
+// The database is scratch space for a comparison: it has no WAL, and the
+// rows of its last memtable are not flushed (writing them to an sstable
+// took a third of the rebuild only to be thrown away). A caller that means
+// to keep it must db.Flush() before Close.
 func (s *Set) Rebuild(l *log.Log, dir string) (*pebble.DB, error) {
-	// A scratch rebuild needs no WAL (it is flushed once at the end, and
-	// thrown away if interrupted) and wants large memtables.
-	db, err := pebble.Open(dir, &pebble.Options{DisableWAL: true, MemTableSize: 64 << 20})
+	db, err := pebble.Open(dir, rebuildOptions())
 	if err != nil {
 		return nil, err
 	}
@@ -693,7 +669,7 @@ func (s *Set) Rebuild(l *log.Log, dir string) (*pebble.DB, error) {
 	for i := range froms {
 		froms[i] = 1
 	}
-	if err := s.replay(l, db, s.all, froms, pebble.NoSync); err != nil {
+	if err := s.replay(l, db, s.all, froms, pebble.NoSync, false); err != nil {
 		db.Close()
 		return nil, err
 	}

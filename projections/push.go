@@ -234,7 +234,7 @@ type localMember struct {
 	joined            bool   // false: an invitee, evaluated but not a member
 }
 
-func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
+func (p Push) applyEvent(o overlay, seq uint64, r *EventRecord) error {
 	info, err := roomInfo(o, r.RoomID)
 	if err != nil {
 		return err
@@ -276,15 +276,26 @@ func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
 	}
 	changes := stateChanges(r)
 	// The content is parsed only when someone is evaluated, a state change
-	// needs it, or the sender's event may belong to a thread.
+	// needs it, or the sender's event may belong to a thread; and not even
+	// then when only the default rules are evaluated and the PDU shows
+	// none of what they (or threads) look for in content (plainPDU).
 	needEvent := len(members) > 0 || (senderLocal && bytes.Contains(r.PDU, []byte(`"m.relates_to"`)))
+	needContent := false
 	for _, c := range changes {
 		if c.EventID == r.EventID && (c.Type == "m.room.power_levels" || c.Type == "m.room.create" || c.Type == "m.room.member") {
-			needEvent = true
+			needEvent, needContent = true, true
 		}
 	}
+	for _, m := range members {
+		needContent = needContent || m.custom || !m.joined
+	}
 	var ev map[string]any
-	if needEvent {
+	plain := false
+	switch {
+	case !needEvent:
+	case !needContent && plainPDU(r.PDU):
+		ev, plain = headerView(o.tx, r), true
+	default:
 		ev = eventView(r)
 	}
 	thread := ""
@@ -304,7 +315,7 @@ func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
 	}
 
 	if len(members) > 0 {
-		if err := p.evaluate(o, seq, r, ev, info, members, thread); err != nil {
+		if err := p.evaluate(o, seq, r, ev, plain, info, members, thread); err != nil {
 			return err
 		}
 	}
@@ -336,17 +347,17 @@ func (p Push) applyEvent(o *overlay, seq uint64, r *EventRecord) error {
 // evaluate runs push rules for the event's local members and writes its
 // entry: the default rules once, for a member they cannot single out, and
 // every member they might (mentioned, invited) or whose own rules apply.
-func (p Push) evaluate(o *overlay, seq uint64, r *EventRecord, ev map[string]any, info *pushRoomInfo, members []localMember, thread string) error {
+func (p Push) evaluate(o overlay, seq uint64, r *EventRecord, ev map[string]any, plain bool, info *pushRoomInfo, members []localMember, thread string) error {
 	pe := &pushEvent{ev: ev, pdu: r.PDU, memberCount: info.Joined, senderPower: info.power(r.Sender), notifLevel: info.notifLevel}
 	e := notifEntry{EventID: r.EventID, Sender: r.Sender, Thread: thread}
 	if n, ok := ev["origin_server_ts"].(json.Number); ok {
 		e.TS, _ = strconv.ParseInt(string(n), 10, 64)
+	} else if raw, ok := jsonMember(r.PDU, "origin_server_ts"); ok {
+		e.TS, _ = strconv.ParseInt(string(raw), 10, 64)
 	}
-	pe.anon = true
-	if hit := pe.match(defaultCompiled, "", ""); hit != nil && hit.notify {
+	if hit := p.defaultOutcome(o.tx, pe, r, plain); hit != nil && hit.notify {
 		e.Flags, e.Actions = hit.flags(), hit.actions
 	}
-	pe.anon = false
 	named := mentionedUsers(ev)
 	anyDefault := false
 	for _, m := range members {
@@ -378,6 +389,44 @@ func (p Push) evaluate(o *overlay, seq uint64, r *EventRecord, ev map[string]any
 	return o.set(entryKey(r.RoomID, seq), e.encode(nil))
 }
 
+// plainKey is all the default rules' answer for a plain event depends on
+// (plainPDU: no condition on content can hold; sender_notification_permission
+// only appears next to one).
+type plainKey struct {
+	typ, stateKey string
+	hasStateKey   bool
+	members       int64
+}
+
+// defaultOutcome is the rule of the server defaults that matches the event
+// for a member it does not name; for plain events it is remembered for the
+// batch by plainKey.
+func (p Push) defaultOutcome(tx *Tx, pe *pushEvent, r *EventRecord, plain bool) *compiledRule {
+	pe.anon = true
+	defer func() { pe.anon = false }()
+	if !plain {
+		return pe.match(defaultCompiled, "", "")
+	}
+	cache, _ := tx.scratch["pushplain"].(map[plainKey]*compiledRule)
+	if cache == nil {
+		cache = map[plainKey]*compiledRule{}
+		if tx.scratch == nil {
+			tx.scratch = map[string]any{}
+		}
+		tx.scratch["pushplain"] = cache
+	}
+	k := plainKey{typ: r.Type, hasStateKey: r.StateKey != nil, members: pe.memberCount}
+	if r.StateKey != nil {
+		k.stateKey = *r.StateKey
+	}
+	hit, ok := cache[k]
+	if !ok {
+		hit = pe.match(defaultCompiled, "", "")
+		cache[k] = hit
+	}
+	return hit
+}
+
 // mentionedUsers are the user IDs, lowercased, that the default rules'
 // "@USER@" can match in an event: its state_key (.m.rule.invite_for_me,
 // matched ignoring case) and its m.mentions user IDs
@@ -404,7 +453,7 @@ func mentionedUsers(ev map[string]any) map[string]bool {
 
 // applyState folds one state change into the room's push info and member
 // rows; it reports whether info changed.
-func (p Push) applyState(o *overlay, info *pushRoomInfo, seq uint64, r *EventRecord, ev map[string]any, c StateEntry) (bool, error) {
+func (p Push) applyState(o overlay, info *pushRoomInfo, seq uint64, r *EventRecord, ev map[string]any, c StateEntry) (bool, error) {
 	own := c.EventID == r.EventID && ev != nil
 	var content map[string]any
 	if own {
@@ -451,7 +500,7 @@ func (p Push) applyState(o *overlay, info *pushRoomInfo, seq uint64, r *EventRec
 	return false, nil
 }
 
-func (p Push) applyMember(o *overlay, info *pushRoomInfo, seq uint64, r *EventRecord, content map[string]any, c StateEntry) (bool, error) {
+func (p Push) applyMember(o overlay, info *pushRoomInfo, seq uint64, r *EventRecord, content map[string]any, c StateEntry) (bool, error) {
 	user := c.StateKey
 	code := MembershipCode(c.Membership)
 	if c.EventID == "" {
@@ -512,6 +561,113 @@ func (p Push) applyMember(o *overlay, info *pushRoomInfo, seq uint64, r *EventRe
 		name, _ = content["displayname"].(string)
 	}
 	return changed, o.set(lk, append(appendU64(make([]byte, 0, 8+len(name)), join), name...))
+}
+
+// headerView is the event as push rules see it without its content: what
+// the record says (type, sender, state_key, room_id). Its map is the
+// batch's, refilled for each record (nothing keeps a view past its record).
+func headerView(tx *Tx, r *EventRecord) map[string]any {
+	ev, _ := tx.scratch["pushheader"].(map[string]any)
+	if ev == nil {
+		ev = make(map[string]any, 4)
+		if tx.scratch == nil {
+			tx.scratch = map[string]any{}
+		}
+		tx.scratch["pushheader"] = ev
+	}
+	clear(ev)
+	ev["type"], ev["sender"], ev["room_id"] = r.Type, r.Sender, r.RoomID
+	if r.StateKey != nil {
+		ev["state_key"] = *r.StateKey
+	}
+	return ev
+}
+
+// plainNeedles are what the server-default rules look for in an event's
+// content, and "m.relates_to" for threads: for each condition on a content
+// path, the literal it compares with (ignoring case for event_match) when
+// it has one, otherwise the quoted key under content. A PDU holding none of
+// them and no escape (which could spell one differently) gives every such
+// condition the same answer with or without content: none matches.
+var plainNeedles = func() (out []needle) {
+	out = append(out, needle{s: `"m.relates_to"`})
+	for _, r := range defaultCompiled {
+		for _, c := range r.conds {
+			if len(c.path) < 2 || c.path[0] != "content" {
+				continue
+			}
+			switch v, isStr := c.value.(string); {
+			case c.kind == condEventMatch && c.re == nil && !c.userEq:
+				// Simple case folding maps the Kelvin sign to k and the
+				// long s to s: a literal with those letters also needs
+				// the PDU to be ASCII.
+				l := strings.ToLower(c.literal)
+				out = append(out, needle{s: l, fold: true, ascii: strings.ContainsAny(l, "ks")})
+			case (c.kind == condPropertyIs || c.kind == condPropertyContains) && isStr && !c.userEq:
+				out = append(out, needle{s: v})
+			default:
+				out = append(out, needle{s: `"` + c.path[1] + `"`})
+			}
+		}
+	}
+	return out
+}()
+
+type needle struct {
+	s     string
+	fold  bool // ASCII case-insensitive
+	ascii bool // and found in any PDU that is not ASCII
+}
+
+// plainPDU reports whether the server-default rules can be evaluated on an
+// event without its content (see plainNeedles).
+func plainPDU(pdu []byte) bool {
+	if bytes.IndexByte(pdu, '\\') >= 0 {
+		return false
+	}
+	for _, n := range plainNeedles {
+		if n.fold {
+			if containsFold(pdu, n.s) || (n.ascii && !isASCII(pdu)) {
+				return false
+			}
+		} else if bytes.Contains(pdu, []byte(n.s)) {
+			return false
+		}
+	}
+	return true
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// containsFold reports whether b contains s (lower case ASCII), ignoring
+// ASCII case.
+func containsFold(b []byte, s string) bool {
+	if len(s) == 0 {
+		return true
+	}
+	for i := 0; i+len(s) <= len(b); i++ {
+		j := 0
+		for ; j < len(s); j++ {
+			x := b[i+j]
+			if 'A' <= x && x <= 'Z' {
+				x += 'a' - 'A'
+			}
+			if x != s[j] {
+				break
+			}
+		}
+		if j == len(s) {
+			return true
+		}
+	}
+	return false
 }
 
 // eventView is the event as push rules see it, built cheaply: type,
@@ -578,7 +734,7 @@ func powerInt(v any) (int64, bool) {
 // m.thread relation, or the thread of the event it relates to otherwise
 // (threads are recorded per event, so one lookup follows any chain, where
 // the spec suggests up to 3 hops).
-func threadOf(o *overlay, ev map[string]any) (string, error) {
+func threadOf(o overlay, ev map[string]any) (string, error) {
 	content, _ := ev["content"].(map[string]any)
 	rel, _ := content["m.relates_to"].(map[string]any)
 	target, _ := rel["event_id"].(string)
@@ -592,7 +748,7 @@ func threadOf(o *overlay, ev map[string]any) (string, error) {
 	return string(root), err
 }
 
-func (p Push) rulesFor(o *overlay, user string) (compiledRules, error) {
+func (p Push) rulesFor(o overlay, user string) (compiledRules, error) {
 	raw, found, err := o.get(pushRulesKey(user))
 	if err != nil || !found {
 		return defaultCompiled, err
@@ -625,7 +781,7 @@ func (p Push) rulesFor(o *overlay, user string) (compiledRules, error) {
 
 // advanceRead moves a user's read position in a room (thread "" for an
 // unthreaded receipt) forward to pos.
-func advanceRead(o *overlay, user, room, thread string, pos uint64) error {
+func advanceRead(o overlay, user, room, thread string, pos uint64) error {
 	k := readPosKey(user, room, thread)
 	old, _, err := o.get(k)
 	if err != nil || (len(old) == 8 && binary.BigEndian.Uint64(old) >= pos) {
@@ -634,45 +790,23 @@ func advanceRead(o *overlay, user, room, thread string, pos uint64) error {
 	return o.set(k, appendU64(nil, pos))
 }
 
-// overlay is a Tx that remembers what this fold of one record wrote, so
-// a read after a write of the same record sees the write in replay too
-// (where reads go to the database, not to the batch).
-type overlay struct {
-	tx *Tx
-	w  map[string][]byte // nil value: deleted
-}
+// overlay is the push fold's access to its rows: the Tx, whose reads see
+// the writes before them (live apply, Follow and replay fold reading
+// records in indexed batches).
+type overlay struct{ tx *Tx }
 
-func newOverlay(tx *Tx) *overlay { return &overlay{tx: tx} }
+func newOverlay(tx *Tx) overlay { return overlay{tx} }
 
-func (o *overlay) get(k []byte) ([]byte, bool, error) {
-	if v, ok := o.w[string(k)]; ok {
-		return v, v != nil, nil
-	}
-	return o.tx.Get(k)
-}
+func (o overlay) get(k []byte) ([]byte, bool, error) { return o.tx.Get(k) }
 
-func (o *overlay) has(k []byte) (bool, error) {
-	_, ok, err := o.get(k)
+func (o overlay) has(k []byte) (bool, error) {
+	_, ok, err := o.tx.Get(k)
 	return ok, err
 }
 
-func (o *overlay) set(k, v []byte) error {
-	if o.w == nil {
-		o.w = map[string][]byte{}
-	}
-	cp := make([]byte, len(v)) // never nil: nil marks a deletion
-	copy(cp, v)
-	o.w[string(k)] = cp
-	return o.tx.Set(k, cp)
-}
+func (o overlay) set(k, v []byte) error { return o.tx.Set(k, v) }
 
-func (o *overlay) del(k []byte) error {
-	if o.w == nil {
-		o.w = map[string][]byte{}
-	}
-	o.w[string(k)] = nil
-	return o.tx.Delete(k)
-}
+func (o overlay) del(k []byte) error { return o.tx.Delete(k) }
 
 // scanRange calls fn for the rows of the projection with keys in [lo, hi)
 // (hi nil: every key with prefix lo), as the batch and the database
@@ -734,7 +868,7 @@ func (Push) Async() bool { return true }
 
 // roomInfo returns a room's push info, decoded once per batch and kept in
 // the batch's scratch space; applyState changes it in place (and writes it).
-func roomInfo(o *overlay, room string) (*pushRoomInfo, error) {
+func roomInfo(o overlay, room string) (*pushRoomInfo, error) {
 	key := "pushinfo\x00" + room
 	if v, ok := o.tx.scratch[key]; ok {
 		return v.(*pushRoomInfo), nil
@@ -763,7 +897,7 @@ const localMembersScratch = "pushlocal\x00"
 // per batch and kept in the batch's scratch space (it is read for every
 // event of a room and changes only with memberships and push rules, which
 // forget it).
-func localMembers(o *overlay, room string) ([]localMember, error) {
+func localMembers(o overlay, room string) ([]localMember, error) {
 	key := localMembersScratch + room
 	if v, ok := o.tx.scratch[key]; ok {
 		return v.([]localMember), nil
@@ -793,4 +927,4 @@ func localMembers(o *overlay, room string) ([]localMember, error) {
 	return out, nil
 }
 
-func forgetLocalMembers(o *overlay, room string) { delete(o.tx.scratch, localMembersScratch+room) }
+func forgetLocalMembers(o overlay, room string) { delete(o.tx.scratch, localMembersScratch+room) }

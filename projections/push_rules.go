@@ -570,6 +570,7 @@ type pushEvent struct {
 	senderPower int64
 	notifLevel  func(key string) int64
 	memo        []condResult // conditions that do not depend on the user, evaluated
+	memoBuf     [24]condResult
 	// anon evaluates for a user the event does not name: every condition
 	// on the user's ID fails (the default outcome of unnamed members).
 	anon bool
@@ -639,6 +640,9 @@ func (pe *pushEvent) cond(c *compiledCond, user, displayName string) bool {
 			}
 		}
 		v := pe.evalCond(c, user, displayName)
+		if pe.memo == nil {
+			pe.memo = pe.memoBuf[:0]
+		}
 		pe.memo = append(pe.memo, condResult{c, v})
 		return v
 	}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -586,5 +587,66 @@ func TestMigrateFormat(t *testing.T) {
 	}
 	if got, _ := Digest(l.DB(), PushID); got != want {
 		t.Fatal("old format not rebuilt")
+	}
+}
+
+// plainOutcome evaluates the default rules for user on an event, from its
+// whole PDU or, with plain, from its record alone.
+func plainOutcome(r *EventRecord, plain bool, user string, members int64) (string, bool) {
+	ev := eventView(r)
+	if plain {
+		ev = headerView(&Tx{}, r)
+	}
+	pe := &pushEvent{ev: ev, pdu: r.PDU, memberCount: members, senderPower: 50, notifLevel: func(string) int64 { return 50 }}
+	pe.anon = user == ""
+	hit := pe.match(defaultCompiled, user, "")
+	if hit == nil {
+		return "", false
+	}
+	return string(hit.actions), hit.notify
+}
+
+// FuzzPlainPDU: whenever plainPDU says the default rules can do without an
+// event's content, they answer the same without it as with it, for a
+// member the event does not name and for one it might.
+func FuzzPlainPDU(f *testing.F) {
+	for _, c := range []string{
+		`{"msgtype":"m.text","body":"hello"}`, `{"msgtype":"m.notice","body":"x"}`, `{"msgtype":"M.NOTICE"}`,
+		`{"body":"hi","m.mentions":{"user_ids":["@b:x"]}}`, `{"m.mentions":{"room":true},"body":"@room"}`,
+		`{"m.relates_to":{"rel_type":"m.replace","event_id":"$x"}}`, `{"msgtype":"m.\u006eotice"}`, `{"msgtype":"m.noti\u017fe"}`,
+		`{"body":"m.notice"}`, `{}`, `[`, `{"msgtype":"m.noti` + "\u212a" + `e"}`,
+	} {
+		f.Add("m.room.message", c, int64(3))
+		f.Add("m.room.encrypted", c, int64(2))
+	}
+	f.Fuzz(func(t *testing.T, typ, content string, members int64) {
+		pdu := []byte(`{"type":` + strconv.Quote(typ) + `,"origin_server_ts":1,"content":` + content + `}`)
+		if !plainPDU(pdu) {
+			return
+		}
+		r := &EventRecord{RoomID: "!r:x", EventID: "$e", Type: typ, Sender: "@a:x", PDU: pdu}
+		for _, user := range []string{"", "@b:x"} {
+			a1, n1 := plainOutcome(r, false, user, members)
+			a2, n2 := plainOutcome(r, true, user, members)
+			if a1 != a2 || n1 != n2 {
+				t.Fatalf("user %q, %s: with content %s %v, without %s %v", user, pdu, a1, n1, a2, n2)
+			}
+		}
+	})
+}
+
+func TestPlainNeedles(t *testing.T) {
+	for pdu, want := range map[string]bool{
+		`{"content":{"msgtype":"m.text","body":"hi"}}`:           true,
+		`{"content":{"msgtype":"M.Notice"}}`:                     false,
+		`{"content":{"body":"a\"b"}}`:                            false,
+		`{"content":{"m.mentions":{}}}`:                          false,
+		`{"content":{"m.relates_to":{}}}`:                        false,
+		`{"content":{"msgtype":"m.text","body":"über"}}`:         true,
+		`{"content":{"msgtype":"m.text","body":"m.noticeable"}}`: false, // conservative
+	} {
+		if got := plainPDU([]byte(pdu)); got != want {
+			t.Errorf("%s: %v", pdu, got)
+		}
 	}
 }

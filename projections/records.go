@@ -198,6 +198,13 @@ func Decode(rec log.Record) (any, error) {
 	if rec.Version != 1 {
 		return nil, fmt.Errorf("projections: kind %d version %d unknown", rec.Kind, rec.Version)
 	}
+	if rec.Kind == KindEvent {
+		e, err := decodeEvent(rec.Body, allPDUs) // codec_fast.go
+		if err != nil {
+			return nil, fmt.Errorf("projections: decode kind %d: %w", rec.Kind, err)
+		}
+		return e, nil
+	}
 	v := mk()
 	if err := msgpack.Unmarshal(rec.Body, v); err != nil {
 		return nil, fmt.Errorf("projections: decode kind %d: %w", rec.Kind, err)

@@ -127,6 +127,21 @@ type relatesTo struct {
 	} `json:"content"`
 }
 
+// parseRelatesTo decodes what the index reads of a PDU, as json.Unmarshal
+// into relatesTo would (false: it fails); scanRelatesTo (jsonscan.go) reads
+// the usual shapes without it.
+func parseRelatesTo(pdu []byte) (relatesTo, bool) {
+	ev, status := scanRelatesTo(pdu)
+	switch status {
+	case scanOK:
+		return ev, true
+	case scanInvalid:
+		return relatesTo{}, false
+	}
+	ev = relatesTo{}
+	return ev, json.Unmarshal(pdu, &ev) == nil
+}
+
 // relationOf parses a child's relationship; ok is false for events without
 // a well-formed one ("Relationships which don't match the schema ... are
 // simply ignored").
@@ -134,8 +149,8 @@ func relationOf(r *EventRecord) (RelChild, bool) {
 	if !bytes.Contains(r.PDU, []byte(`"m.relates_to"`)) {
 		return RelChild{}, false
 	}
-	var ev relatesTo
-	if json.Unmarshal(r.PDU, &ev) != nil || ev.Content.RelatesTo == nil {
+	ev, ok := parseRelatesTo(r.PDU)
+	if !ok || ev.Content.RelatesTo == nil {
 		return RelChild{}, false
 	}
 	rt := ev.Content.RelatesTo
@@ -179,13 +194,14 @@ func (Relations) Apply(tx *Tx, seq uint64, v any) error {
 	if r.Type == "m.room.redaction" && r.Redacts != "" {
 		return unrelate(tx, r.Redacts)
 	}
-	c, ok := relationOf(r)
+	rc, ok := relationOf(r)
 	if !ok {
 		return nil
 	}
 	if _, gone, err := tx.Get(relRedactedKey(r.EventID)); err != nil || gone {
 		return err
 	}
+	c := rc // on the heap (relate keeps a pointer): only for relations
 	c.Seq = seq
 	return relate(tx, r.EventID, &c)
 }

@@ -38,16 +38,22 @@ func eventKey(id string) []byte     { return append([]byte{'e'}, id...) }
 func txnKey(txn string) []byte      { return append([]byte{'x'}, txn...) }
 func versionKey(room string) []byte { return append([]byte{'v'}, room...) }
 
+// keyBuf is stack space for the keys and values a fold writes: Tx.Set
+// copies them, so the hot folds build them here instead of allocating
+// (appends past it still work, on the heap).
+type keyBuf [256]byte
+
 func (Events) Apply(tx *Tx, seq uint64, v any) error {
 	r, ok := v.(*EventRecord)
 	if !ok {
 		return nil
 	}
-	if err := tx.Set(eventKey(r.EventID), append(appendU64(nil, seq), byte(r.Status))); err != nil {
+	var kb, vb keyBuf
+	if err := tx.Set(append(append(kb[:0], 'e'), r.EventID...), append(appendU64(vb[:0], seq), byte(r.Status))); err != nil {
 		return err
 	}
 	if r.Txn != "" {
-		if err := tx.Set(txnKey(r.Txn), []byte(r.EventID)); err != nil {
+		if err := tx.Set(append(append(kb[:0], 'x'), r.Txn...), append(vb[:0], r.EventID...)); err != nil {
 			return err
 		}
 	}
@@ -76,13 +82,14 @@ func (State) Apply(tx *Tx, _ uint64, v any) error {
 	if !ok {
 		return nil
 	}
+	var kb, vb keyBuf
 	for _, c := range stateChanges(r) {
-		k := stateKey(r.RoomID, c.Type, c.StateKey)
+		k := append(appendStr(appendStr(append(kb[:0], 's'), r.RoomID), c.Type), c.StateKey...)
 		var err error
 		if c.EventID == "" {
 			err = tx.Delete(k)
 		} else {
-			err = tx.Set(k, []byte(c.EventID))
+			err = tx.Set(k, append(vb[:0], c.EventID...))
 		}
 		if err != nil {
 			return err
@@ -154,25 +161,27 @@ func (Membership) Apply(tx *Tx, seq uint64, v any) error {
 	if !ok {
 		return nil
 	}
+	var kb, vb keyBuf
 	for _, c := range stateChanges(r) {
 		if c.Type != "m.room.member" {
 			continue
 		}
+		roomMember := append(appendStr(append(kb[:0], 'r'), r.RoomID), c.StateKey...)
 		code := MembershipCode(c.Membership)
 		if c.EventID == "" || code == 0 {
-			if err := tx.Delete(roomMemberKey(r.RoomID, c.StateKey)); err != nil {
+			if err := tx.Delete(roomMember); err != nil {
 				return err
 			}
-			if err := tx.Delete(userRoomKey(c.StateKey, r.RoomID)); err != nil {
+			if err := tx.Delete(append(appendStr(append(kb[:0], 'u'), c.StateKey), r.RoomID...)); err != nil {
 				return err
 			}
 			continue
 		}
-		val := appendU64([]byte{code}, seq)
-		if err := tx.Set(userRoomKey(c.StateKey, r.RoomID), val); err != nil {
+		val := appendU64(append(vb[:0], code), seq)
+		if err := tx.Set(roomMember, append(val, c.EventID...)); err != nil {
 			return err
 		}
-		if err := tx.Set(roomMemberKey(r.RoomID, c.StateKey), append(val, c.EventID...)); err != nil {
+		if err := tx.Set(append(appendStr(append(kb[:0], 'u'), c.StateKey), r.RoomID...), val); err != nil {
 			return err
 		}
 	}
@@ -200,10 +209,11 @@ func (Timeline) Apply(tx *Tx, seq uint64, v any) error {
 	if !ok || r.Status != Accepted {
 		return nil
 	}
-	if err := tx.Set(timelineKey(r.RoomID, seq), nil); err != nil {
+	var kb, vb keyBuf
+	if err := tx.Set(appendU64(appendStr(append(kb[:0], 't'), r.RoomID), seq), nil); err != nil {
 		return err
 	}
-	return tx.Set(changeKey(seq), []byte(r.RoomID))
+	return tx.Set(appendU64(append(kb[:0], 'c'), seq), append(vb[:0], r.RoomID...))
 }
 
 // Extremities tracks each room's forward extremities: accepted events no
@@ -222,14 +232,16 @@ func (Extremities) Apply(tx *Tx, _ uint64, v any) error {
 	if !ok || r.Status != Accepted {
 		return nil
 	}
+	var kb keyBuf
+	room := appendStr(append(kb[:0], 'f'), r.RoomID)
 	for _, p := range r.PrevEvents {
-		if err := tx.Delete(extremityKey(r.RoomID, p)); err != nil {
+		if err := tx.Delete(append(room, p...)); err != nil {
 			return err
 		}
 	}
 	var d [8]byte
 	binary.BigEndian.PutUint64(d[:], uint64(r.Depth))
-	return tx.Set(extremityKey(r.RoomID, r.EventID), d[:])
+	return tx.Set(append(room, r.EventID...), d[:])
 }
 
 var registered []Projection

@@ -3,8 +3,8 @@ package projections
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -71,34 +71,125 @@ func searchKey(room string, field byte, tok string, seq uint64) []byte {
 	return appendU64(append(k, 0), seq)
 }
 
-// searchable returns the field and text an event is indexed under.
-func searchable(r *EventRecord) (byte, string, bool) {
-	var field byte
-	var member string
+// searchField returns the field an event is indexed under and the member
+// of its content that holds the text.
+func searchField(r *EventRecord) (byte, string, bool) {
 	switch {
 	case r.Type == "m.room.message" && r.StateKey == nil:
-		field, member = SearchBody, "body"
+		return SearchBody, "body", true
 	case r.Type == "m.room.name" && r.StateKey != nil && *r.StateKey == "":
-		field, member = SearchName, "name"
+		return SearchName, "name", true
 	case r.Type == "m.room.topic" && r.StateKey != nil && *r.StateKey == "":
-		field, member = SearchTopic, "topic"
-	default:
-		return 0, "", false
+		return SearchTopic, "topic", true
 	}
-	if !bytes.Contains(r.PDU, []byte(`"`+member+`"`)) {
-		return 0, "", false
+	return 0, "", false
+}
+
+// searchScratch is one fold's reusable space: message after message, the
+// index writes its rows without allocating.
+type searchScratch struct {
+	text   []byte
+	toks   []byte // tokens, back to back
+	ends   []int  // end of each token in toks
+	first  []int  // index of each distinct token's first occurrence
+	counts []uint16
+	seen   map[string]int // distinct token -> index in first, for long texts
+	key    []byte
+}
+
+var searchPool = sync.Pool{New: func() any { return new(searchScratch) }}
+
+// appendTokens appends the tokens of text, split as SearchTokens splits
+// them, to toks, recording where each ends.
+func appendTokens(toks []byte, ends []int, text []byte) ([]byte, []int) {
+	start := len(toks)
+	for i := 0; i < len(text); {
+		if c := text[i]; c < utf8.RuneSelf {
+			i++
+			switch {
+			case 'a' <= c && c <= 'z' || '0' <= c && c <= '9':
+			case 'A' <= c && c <= 'Z':
+				c += 'a' - 'A'
+			default:
+				if len(toks) > start {
+					ends = append(ends, len(toks))
+					start = len(toks)
+				}
+				continue
+			}
+			if len(toks)-start < maxTokenBytes {
+				toks = append(toks, c)
+			}
+			continue
+		}
+		r, n := utf8.DecodeRune(text[i:])
+		i += n
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			r = unicode.ToLower(r)
+			if len(toks)-start+utf8.RuneLen(r) <= maxTokenBytes {
+				toks = utf8.AppendRune(toks, r)
+			}
+			continue
+		}
+		if len(toks) > start {
+			ends = append(ends, len(toks))
+			start = len(toks)
+		}
 	}
-	var ev struct {
-		Content map[string]json.RawMessage `json:"content"`
+	if len(toks) > start {
+		ends = append(ends, len(toks))
 	}
-	if json.Unmarshal(r.PDU, &ev) != nil {
-		return 0, "", false
+	return toks, ends
+}
+
+// tok returns the i-th token of sc.toks.
+func (sc *searchScratch) tok(i int) []byte {
+	lo := 0
+	if i > 0 {
+		lo = sc.ends[i-1]
 	}
-	var text string
-	if json.Unmarshal(ev.Content[member], &text) != nil || text == "" {
-		return 0, "", false
+	return sc.toks[lo:sc.ends[i]]
+}
+
+// count groups sc's tokens: sc.first lists each distinct token once, in
+// order of first appearance, and sc.counts how often it occurs (at most
+// 0xffff).
+func (sc *searchScratch) count() {
+	sc.first, sc.counts = sc.first[:0], sc.counts[:0]
+	const linear = 32 // distinct tokens compared one by one before a map pays
+	clear(sc.seen)
+	for i := range sc.ends {
+		t := sc.tok(i)
+		j := -1
+		if len(sc.first) <= linear {
+			for k, f := range sc.first {
+				if bytes.Equal(sc.tok(f), t) {
+					j = k
+					break
+				}
+			}
+		} else {
+			if sc.seen == nil {
+				sc.seen = map[string]int{}
+			}
+			if len(sc.seen) == 0 {
+				for k, f := range sc.first {
+					sc.seen[string(sc.tok(f))] = k
+				}
+			}
+			if k, ok := sc.seen[string(t)]; ok {
+				j = k
+			} else {
+				sc.seen[string(t)] = len(sc.first)
+			}
+		}
+		if j < 0 {
+			sc.first = append(sc.first, i)
+			sc.counts = append(sc.counts, 1)
+		} else if sc.counts[j] < 0xffff {
+			sc.counts[j]++
+		}
 	}
-	return field, text, true
 }
 
 func (Search) Apply(tx *Tx, seq uint64, v any) error {
@@ -106,31 +197,48 @@ func (Search) Apply(tx *Tx, seq uint64, v any) error {
 	if !ok || r.Status != Accepted {
 		return nil
 	}
-	field, text, ok := searchable(r)
-	if !ok {
+	field, member, ok := searchField(r)
+	if !ok || !bytes.Contains(r.PDU, quotedMember(field)) {
 		return nil
 	}
-	toks := SearchTokens(text)
-	counts := make(map[string]uint16, len(toks))
-	order := toks[:0:0]
-	for _, t := range toks {
-		if counts[t] == 0 {
-			order = append(order, t)
-		}
-		if counts[t] < 0xffff {
-			counts[t]++
-		}
+	sc := searchPool.Get().(*searchScratch)
+	defer searchPool.Put(sc)
+	if sc.text, ok = contentString(sc.text[:0], r.PDU, member); !ok || len(sc.text) == 0 {
+		return nil
 	}
+	sc.toks, sc.ends = appendTokens(sc.toks[:0], sc.ends[:0], sc.text)
+	sc.count()
 	// Written in token order of first appearance (never map order).
-	for _, t := range order {
+	sc.key = append(appendStr(append(sc.key[:0], 'w'), r.RoomID), field)
+	prefix := len(sc.key)
+	for j, i := range sc.first {
+		sc.key = appendU64(append(append(sc.key[:prefix], sc.tok(i)...), 0), seq)
 		var n [2]byte
-		binary.BigEndian.PutUint16(n[:], counts[t])
-		if err := tx.Set(searchKey(r.RoomID, field, t, seq), n[:]); err != nil {
+		binary.BigEndian.PutUint16(n[:], sc.counts[j])
+		if err := tx.Set(sc.key, n[:]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// quotedMember is a field's member name in quotes: a PDU without it has
+// nothing to index (a cheap test before scanning the JSON).
+func quotedMember(field byte) []byte {
+	switch field {
+	case SearchBody:
+		return quotedBody
+	case SearchName:
+		return quotedName
+	}
+	return quotedTopic
+}
+
+var (
+	quotedBody  = []byte(`"body"`)
+	quotedName  = []byte(`"name"`)
+	quotedTopic = []byte(`"topic"`)
+)
 
 func init() {
 	register(Search{})
