@@ -155,19 +155,22 @@ func (ri *pushRoomInfo) notifLevel(key string) int64 {
 	return 50
 }
 
-func pushAccountKey(user string) []byte       { return append([]byte{'a'}, user...) }
-func pushRulesKey(user string) []byte         { return append([]byte{'p'}, user...) }
-func pushRoomKey(room string) []byte          { return append([]byte{'i'}, room...) }
-func pushMemberKey(room, user string) []byte  { return append(appendStr([]byte{'m'}, room), user...) }
-func pushLocalPrefix(room string) []byte      { return appendStr([]byte{'l'}, room) }
-func pushThreadKey(event string) []byte       { return append([]byte{'T'}, event...) }
-func entryPrefix(room string) []byte          { return appendStr([]byte{'E'}, room) }
-func entryKey(room string, seq uint64) []byte { return appendU64(entryPrefix(room), seq) }
+func pushAccountKey(user string) []byte      { return append([]byte{'a'}, user...) }
+func pushRulesKey(user string) []byte        { return append([]byte{'p'}, user...) }
+func pushRoomKey(room string) []byte         { return append([]byte{'i'}, room...) }
+func pushMemberKey(room, user string) []byte { return append(appendStr([]byte{'m'}, room), user...) }
+func pushLocalPrefix(room string) []byte     { return appendStr([]byte{'l'}, room) }
+func pushThreadKey(event string) []byte      { return append([]byte{'T'}, event...) }
+func entryPrefix(room string) []byte         { return appendStr([]byte{'E'}, room) }
+func entryKey(room string, seq uint64) []byte {
+	return appendU64(appendStr(append(make([]byte, 0, 11+len(room)), 'E'), room), seq)
+}
 func readPosPrefix(user, room string) []byte {
 	return appendStr(appendStr([]byte{'R'}, user), room)
 }
 func readPosKey(user, room, thread string) []byte {
-	return append(readPosPrefix(user, room), thread...)
+	k := make([]byte, 0, 5+len(user)+len(room)+len(thread))
+	return append(appendStr(appendStr(append(k, 'R'), user), room), thread...)
 }
 
 // NeedsRead: events and receipts read rules, members, counters and
@@ -188,11 +191,7 @@ func (p Push) Apply(tx *Tx, seq uint64, v any) error {
 		return tx.Set(pushAccountKey(r.UserID), nil)
 	case *PushRulesRecord:
 		// Member lists cached in this batch say who has rules of their own.
-		for k := range tx.scratch {
-			if strings.HasPrefix(k, localMembersScratch) {
-				delete(tx.scratch, k)
-			}
-		}
+		clear(batchOf(tx).members)
 		if len(r.Rules) == 0 {
 			return tx.Delete(pushRulesKey(r.UserID))
 		}
@@ -294,7 +293,7 @@ func (p Push) applyEvent(o overlay, seq uint64, r *EventRecord) error {
 	switch {
 	case !needEvent:
 	case !needContent && plainPDU(r.PDU):
-		ev, plain = headerView(o.tx, r), true
+		plain = true // evaluated from the record: ev stays nil
 	default:
 		ev = eventView(r)
 	}
@@ -348,7 +347,10 @@ func (p Push) applyEvent(o overlay, seq uint64, r *EventRecord) error {
 // entry: the default rules once, for a member they cannot single out, and
 // every member they might (mentioned, invited) or whose own rules apply.
 func (p Push) evaluate(o overlay, seq uint64, r *EventRecord, ev map[string]any, plain bool, info *pushRoomInfo, members []localMember, thread string) error {
-	pe := &pushEvent{ev: ev, pdu: r.PDU, memberCount: info.Joined, senderPower: info.power(r.Sender), notifLevel: info.notifLevel}
+	pe := &pushEvent{ev: ev, rec: r, pdu: r.PDU, memberCount: info.Joined, senderPower: info.power(r.Sender), notifLevel: info.notifLevel}
+	if plain {
+		pe.pdu = nil
+	}
 	e := notifEntry{EventID: r.EventID, Sender: r.Sender, Thread: thread}
 	if n, ok := ev["origin_server_ts"].(json.Number); ok {
 		e.TS, _ = strconv.ParseInt(string(n), 10, 64)
@@ -358,7 +360,7 @@ func (p Push) evaluate(o overlay, seq uint64, r *EventRecord, ev map[string]any,
 	if hit := p.defaultOutcome(o.tx, pe, r, plain); hit != nil && hit.notify {
 		e.Flags, e.Actions = hit.flags(), hit.actions
 	}
-	named := mentionedUsers(ev)
+	named := mentionedUsers(r, ev)
 	anyDefault := false
 	for _, m := range members {
 		if !m.custom && (named == nil || !named[strings.ToLower(m.user)]) {
@@ -386,7 +388,7 @@ func (p Push) evaluate(o overlay, seq uint64, r *EventRecord, ev map[string]any,
 		return nil
 	}
 	sort.Slice(e.Except, func(i, j int) bool { return e.Except[i].User < e.Except[j].User })
-	return o.set(entryKey(r.RoomID, seq), e.encode(nil))
+	return o.set(entryKey(r.RoomID, seq), e.encode(make([]byte, 0, 64+len(e.Sender)+len(e.EventID)+len(e.Actions))))
 }
 
 // plainKey is all the default rules' answer for a plain event depends on
@@ -407,14 +409,7 @@ func (p Push) defaultOutcome(tx *Tx, pe *pushEvent, r *EventRecord, plain bool) 
 	if !plain {
 		return pe.match(defaultCompiled, "", "")
 	}
-	cache, _ := tx.scratch["pushplain"].(map[plainKey]*compiledRule)
-	if cache == nil {
-		cache = map[plainKey]*compiledRule{}
-		if tx.scratch == nil {
-			tx.scratch = map[string]any{}
-		}
-		tx.scratch["pushplain"] = cache
-	}
+	cache := batchOf(tx).plain
 	k := plainKey{typ: r.Type, hasStateKey: r.StateKey != nil, members: pe.memberCount}
 	if r.StateKey != nil {
 		k.stateKey = *r.StateKey
@@ -431,7 +426,7 @@ func (p Push) defaultOutcome(tx *Tx, pe *pushEvent, r *EventRecord, plain bool) 
 // "@USER@" can match in an event: its state_key (.m.rule.invite_for_me,
 // matched ignoring case) and its m.mentions user IDs
 // (.m.rule.is_user_mention).
-func mentionedUsers(ev map[string]any) map[string]bool {
+func mentionedUsers(r *EventRecord, ev map[string]any) map[string]bool {
 	var out map[string]bool
 	add := func(v any) {
 		if s, ok := v.(string); ok {
@@ -441,7 +436,9 @@ func mentionedUsers(ev map[string]any) map[string]bool {
 			out[strings.ToLower(s)] = true
 		}
 	}
-	add(ev["state_key"])
+	if r.StateKey != nil {
+		add(*r.StateKey)
+	}
 	content, _ := ev["content"].(map[string]any)
 	mentions, _ := content["m.mentions"].(map[string]any)
 	ids, _ := mentions["user_ids"].([]any)
@@ -563,26 +560,6 @@ func (p Push) applyMember(o overlay, info *pushRoomInfo, seq uint64, r *EventRec
 	return changed, o.set(lk, append(appendU64(make([]byte, 0, 8+len(name)), join), name...))
 }
 
-// headerView is the event as push rules see it without its content: what
-// the record says (type, sender, state_key, room_id). Its map is the
-// batch's, refilled for each record (nothing keeps a view past its record).
-func headerView(tx *Tx, r *EventRecord) map[string]any {
-	ev, _ := tx.scratch["pushheader"].(map[string]any)
-	if ev == nil {
-		ev = make(map[string]any, 4)
-		if tx.scratch == nil {
-			tx.scratch = map[string]any{}
-		}
-		tx.scratch["pushheader"] = ev
-	}
-	clear(ev)
-	ev["type"], ev["sender"], ev["room_id"] = r.Type, r.Sender, r.RoomID
-	if r.StateKey != nil {
-		ev["state_key"] = *r.StateKey
-	}
-	return ev
-}
-
 // plainNeedles are what the server-default rules look for in an event's
 // content, and "m.relates_to" for threads: for each condition on a content
 // path, the literal it compares with (ignoring case for event_match) when
@@ -617,7 +594,20 @@ type needle struct {
 	s     string
 	fold  bool // ASCII case-insensitive
 	ascii bool // and found in any PDU that is not ASCII
+	dot   int  // index of the first '.' in s (-1: none)
 }
+
+// plainDotted says whether every needle has a '.': then plainPDU looks
+// only around the dots of a PDU instead of searching for each needle.
+var plainDotted = func() bool {
+	for i := range plainNeedles {
+		plainNeedles[i].dot = strings.IndexByte(plainNeedles[i].s, '.')
+		if plainNeedles[i].dot < 0 {
+			return false
+		}
+	}
+	return true
+}()
 
 // plainPDU reports whether the server-default rules can be evaluated on an
 // event without its content (see plainNeedles).
@@ -626,15 +616,39 @@ func plainPDU(pdu []byte) bool {
 		return false
 	}
 	for _, n := range plainNeedles {
-		if n.fold {
-			if containsFold(pdu, n.s) || (n.ascii && !isASCII(pdu)) {
-				return false
+		if n.ascii && !isASCII(pdu) {
+			return false
+		}
+	}
+	if plainDotted {
+		for i := 0; ; {
+			j := bytes.IndexByte(pdu[i:], '.')
+			if j < 0 {
+				return true
 			}
-		} else if bytes.Contains(pdu, []byte(n.s)) {
+			i += j
+			for _, n := range plainNeedles {
+				if start := i - n.dot; start >= 0 && start+len(n.s) <= len(pdu) && n.at(pdu[start:start+len(n.s)]) {
+					return false
+				}
+			}
+			i++
+		}
+	}
+	for _, n := range plainNeedles {
+		if n.fold && containsFold(pdu, n.s) || !n.fold && bytes.Contains(pdu, []byte(n.s)) {
 			return false
 		}
 	}
 	return true
+}
+
+// at reports whether b (of the needle's length) is the needle.
+func (n *needle) at(b []byte) bool {
+	if !n.fold {
+		return string(b) == n.s
+	}
+	return containsFold(b, n.s)
 }
 
 func isASCII(b []byte) bool {
@@ -866,12 +880,34 @@ func (s *Store) ThreadOf(eventID string) (string, error) {
 // and readers of counts wait for it (Set.WaitApplied).
 func (Push) Async() bool { return true }
 
-// roomInfo returns a room's push info, decoded once per batch and kept in
-// the batch's scratch space; applyState changes it in place (and writes it).
+// pushBatch is what the fold keeps for the length of one batch (in the
+// Tx's scratch space): decoded room info, member lists and default
+// outcomes, read once per batch rather than once per event. Each is
+// forgotten by the writes that change it.
+type pushBatch struct {
+	info    map[string]*pushRoomInfo
+	members map[string][]localMember
+	plain   map[plainKey]*compiledRule
+}
+
+func batchOf(tx *Tx) *pushBatch {
+	if b, ok := tx.scratch["push"].(*pushBatch); ok {
+		return b
+	}
+	b := &pushBatch{info: map[string]*pushRoomInfo{}, members: map[string][]localMember{}, plain: map[plainKey]*compiledRule{}}
+	if tx.scratch == nil {
+		tx.scratch = map[string]any{}
+	}
+	tx.scratch["push"] = b
+	return b
+}
+
+// roomInfo returns a room's push info; applyState changes it in place (and
+// writes it).
 func roomInfo(o overlay, room string) (*pushRoomInfo, error) {
-	key := "pushinfo\x00" + room
-	if v, ok := o.tx.scratch[key]; ok {
-		return v.(*pushRoomInfo), nil
+	b := batchOf(o.tx)
+	if info, ok := b.info[room]; ok {
+		return info, nil
 	}
 	raw, _, err := o.get(pushRoomKey(room))
 	if err != nil {
@@ -883,24 +919,16 @@ func roomInfo(o overlay, room string) (*pushRoomInfo, error) {
 			return nil, err
 		}
 	}
-	if o.tx.scratch == nil {
-		o.tx.scratch = map[string]any{}
-	}
-	o.tx.scratch[key] = info
+	b.info[room] = info
 	return info, nil
 }
 
-// localMembersScratch prefixes the batch scratch keys of member lists.
-const localMembersScratch = "pushlocal\x00"
-
-// localMembers returns a room's local joined members. The list is read once
-// per batch and kept in the batch's scratch space (it is read for every
-// event of a room and changes only with memberships and push rules, which
-// forget it).
+// localMembers returns a room's local joined members, with whether each
+// has push rules of their own.
 func localMembers(o overlay, room string) ([]localMember, error) {
-	key := localMembersScratch + room
-	if v, ok := o.tx.scratch[key]; ok {
-		return v.([]localMember), nil
+	b := batchOf(o.tx)
+	if v, ok := b.members[room]; ok {
+		return v, nil
 	}
 	var out []localMember
 	prefix := pushLocalPrefix(room)
@@ -920,11 +948,8 @@ func localMembers(o overlay, room string) ([]localMember, error) {
 			return nil, err
 		}
 	}
-	if o.tx.scratch == nil {
-		o.tx.scratch = map[string]any{}
-	}
-	o.tx.scratch[key] = out
+	b.members[room] = out
 	return out, nil
 }
 
-func forgetLocalMembers(o overlay, room string) { delete(o.tx.scratch, localMembersScratch+room) }
+func forgetLocalMembers(o overlay, room string) { delete(batchOf(o.tx).members, room) }

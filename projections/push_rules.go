@@ -563,7 +563,8 @@ func patternRegexp(glob string, words, literal bool) (*regexp.Regexp, error) {
 // pushEvent is what evaluating rules against one event needs, shared by
 // every user evaluated for it.
 type pushEvent struct {
-	ev          map[string]any // eventView; the rest of pdu on demand
+	ev          map[string]any // eventView (nil: a plain event); the rest of pdu on demand
+	rec         *EventRecord   // type, sender, room_id, state_key (nil: from ev)
 	pdu         []byte
 	full        bool
 	memberCount int64
@@ -580,6 +581,24 @@ type pushEvent struct {
 var viewKeys = map[string]bool{"type": true, "sender": true, "state_key": true, "room_id": true, "content": true, "origin_server_ts": true}
 
 func (pe *pushEvent) lookup(path []string) (any, bool) {
+	if pe.rec != nil && len(path) == 1 {
+		switch path[0] {
+		case "type":
+			return pe.rec.Type, true
+		case "sender":
+			return pe.rec.Sender, true
+		case "room_id":
+			return pe.rec.RoomID, true
+		case "state_key":
+			if pe.rec.StateKey == nil {
+				return nil, false
+			}
+			return *pe.rec.StateKey, true
+		}
+	}
+	if pe.ev == nil {
+		return nil, false // a plain event: the record's members only
+	}
 	if len(path) > 0 && !viewKeys[path[0]] && !pe.full && pe.pdu != nil {
 		// A rule looks at another member of the event: parse it all.
 		pe.full = true

@@ -593,11 +593,10 @@ func TestMigrateFormat(t *testing.T) {
 // plainOutcome evaluates the default rules for user on an event, from its
 // whole PDU or, with plain, from its record alone.
 func plainOutcome(r *EventRecord, plain bool, user string, members int64) (string, bool) {
-	ev := eventView(r)
+	pe := &pushEvent{ev: eventView(r), pdu: r.PDU, memberCount: members, senderPower: 50, notifLevel: func(string) int64 { return 50 }}
 	if plain {
-		ev = headerView(&Tx{}, r)
+		pe.ev, pe.pdu, pe.rec = nil, nil, r
 	}
-	pe := &pushEvent{ev: ev, pdu: r.PDU, memberCount: members, senderPower: 50, notifLevel: func(string) int64 { return 50 }}
 	pe.anon = user == ""
 	hit := pe.match(defaultCompiled, user, "")
 	if hit == nil {
