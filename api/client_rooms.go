@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -710,9 +711,19 @@ func (r *Req) eventBody() (json.RawMessage, *Error) {
 }
 
 func (s *Server) sendEvent(r *Req) error {
-	content, e := r.eventBody()
+	// eventBody without its decode into a map: the content is checked to
+	// be a JSON object (the same errors), and the sequencer parses it.
+	body, e := r.body()
 	if e != nil {
 		return e
+	}
+	content := json.RawMessage(body)
+	if t := bytes.TrimSpace(body); len(t) == 0 {
+		content = json.RawMessage("{}")
+	} else if !json.Valid(t) {
+		return errNotJSON("Content not JSON.")
+	} else if t[0] != '{' {
+		return errBadJSON("Body must be a JSON object")
 	}
 	room, typ := r.Param("roomId"), r.Param("eventType")
 	var redacts string
@@ -730,11 +741,15 @@ func (s *Server) sendEvent(r *Req) error {
 		redacts = c.Redacts
 	}
 	txn := txnKey(r.User, r.Device, room, r.Param("txnId"))
-	if _, err := s.store.TxnEvent(txn); err != nil {
-		// Not a retry of a stored send: check its relation (a retry of a
-		// send that already made an annotation must not count as a duplicate).
-		if err := s.validateRelation(room, r.User, typ, content); err != nil {
-			return err
+	if bytes.Contains(content, []byte(`"m.relates_to"`)) {
+		// Unless it is a retry of a stored send, check its relation (a
+		// retry of a send that already made an annotation must not count
+		// as a duplicate). Without a relation there is nothing to check:
+		// the sequencer alone recognises retries.
+		if _, err := s.store.TxnEvent(txn); err != nil {
+			if err := s.validateRelation(room, r.User, typ, content); err != nil {
+				return err
+			}
 		}
 	}
 	res, err := s.rooms.Send(rooms.Event{
@@ -743,7 +758,9 @@ func (s *Server) sendEvent(r *Req) error {
 	if err != nil {
 		return roomError(err)
 	}
-	return r.json(map[string]string{"event_id": res.EventID})
+	out := append(make([]byte, 0, 16+len(res.EventID)), `{"event_id":`...)
+	r.raw(200, append(appendJSONString(out, res.EventID), '}'))
+	return nil
 }
 
 func (s *Server) putState(r *Req) error {

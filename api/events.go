@@ -2,8 +2,10 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"engram/dag"
 	"engram/projections"
@@ -30,7 +32,7 @@ func appendClientEvent(b []byte, rec *projections.EventRecord, viewer, device st
 // (already encoded, `"key":value` pairs separated by commas), such as
 // redacted_because or prev_content.
 func appendClientEventWith(b []byte, rec *projections.EventRecord, viewer, device string, now int64, unsigned []byte) []byte {
-	c := rec.Memo(func() any { return buildClientBase(rec) }).(*clientBase)
+	c := clientBaseOf(rec)
 	b = append(b, c.json...)
 	b = strconv.AppendInt(b, max(0, now-c.ts), 10)
 	if txn, ok := txnFor(rec.Txn, viewer, device); ok {
@@ -50,6 +52,28 @@ func appendClientEventWith(b []byte, rec *projections.EventRecord, viewer, devic
 type clientBase struct {
 	json []byte
 	ts   int64
+	// plainAt: the event was found unredacted and without served
+	// aggregations as of this log position (0: not known); served.go.
+	plainAt atomic.Uint64
+	// plainGen: the tracker's generation when the event was last known
+	// plain; while it has not moved, nothing can have changed (served.go).
+	plainGen atomic.Uint64
+}
+
+func clientBaseOf(rec *projections.EventRecord) *clientBase {
+	return rec.Memo(func() any { return buildClientBase(rec) }).(*clientBase)
+}
+
+// markPlain records that the event was plain as of position p, read with
+// the tracker at generation gen.
+func (c *clientBase) markPlain(p, gen uint64) {
+	for {
+		old := c.plainAt.Load()
+		if p <= old || c.plainAt.CompareAndSwap(old, p) {
+			break
+		}
+	}
+	c.plainGen.Store(gen)
 }
 
 func buildClientBase(rec *projections.EventRecord) *clientBase {
@@ -102,15 +126,25 @@ func txnKey(user, device, room, txn string) string {
 }
 
 // txnFor returns the transaction ID of a send if viewer's device made it.
+// It runs for every event of every response: no allocation.
 func txnFor(key, viewer, device string) (string, bool) {
 	if key == "" {
 		return "", false
 	}
-	parts := strings.SplitN(key, "\x00", 4)
-	if len(parts) != 4 || parts[0] != viewer || parts[1] != device {
+	rest, ok := strings.CutPrefix(key, viewer)
+	if !ok || len(rest) == 0 || rest[0] != 0 {
 		return "", false
 	}
-	return parts[3], true
+	rest, ok = strings.CutPrefix(rest[1:], device)
+	if !ok || len(rest) == 0 || rest[0] != 0 {
+		return "", false
+	}
+	rest = rest[1:]
+	i := strings.IndexByte(rest, 0) // end of the room ID
+	if i < 0 {
+		return "", false
+	}
+	return rest[i+1:], true
 }
 
 // appendEventList appends a JSON array of client events at positions seqs.
@@ -136,6 +170,9 @@ func (s *Server) appendEventList(b []byte, seqs []uint64, viewer, device string,
 // (unsigned.replaces_state, prev_content, prev_sender), as Synapse does. seq
 // is the event's log position.
 func (s *Server) appendServedEvent(b []byte, rec *projections.EventRecord, seq uint64, viewer, device string, now int64) []byte {
+	if rec.StateKey == nil && s.hub != nil {
+		return s.appendServedMessage(b, rec, viewer, device, now)
+	}
 	served, because := s.servedRecord(rec)
 	var unsigned []byte
 	if because != nil {
@@ -165,25 +202,74 @@ func (s *Server) appendServedEvent(b []byte, rec *projections.EventRecord, seq u
 	return appendClientEventWith(b, served, viewer, device, now, unsigned)
 }
 
+// appendServedMessage is appendServedEvent for a non-state event. An event
+// found unredacted and without served aggregations is marked so in its
+// shared client form, and served from it without reads while nothing
+// relating to it happens (served.go): every listener of a busy room serves
+// the same new events.
+func (s *Server) appendServedMessage(b []byte, rec *projections.EventRecord, viewer, device string, now int64) []byte {
+	t := &s.hub.served
+	t.advance(s, s.log.Last())
+	base := clientBaseOf(rec)
+	if t.stillPlain(rec, base) {
+		return appendClientEventWith(b, rec, viewer, device, now, nil)
+	}
+	gen := t.gen.Load()
+	from := t.scanned.Load() // the reads below reflect at least this position
+	if t.roomPlain(s, rec.RoomID) {
+		base.markPlain(from, gen)
+		return appendClientEventWith(b, rec, viewer, device, now, nil)
+	}
+	served, because, row := s.servedRecordRow(rec)
+	bundle := false
+	if rec.Status == projections.Accepted {
+		// appendBundledRelations adds nothing without these children.
+		sum, err := s.store.RelationSummary(rec.RoomID, rec.EventID)
+		bundle = err == nil && (sum.Edits > 0 || sum.Threads > 0 || sum.Refs > 0)
+	}
+	if !row && !bundle {
+		// A redaction that does not apply now may after a power level
+		// change: only the absence of any is plain.
+		base.markPlain(from, gen)
+		return appendClientEventWith(b, rec, viewer, device, now, nil)
+	}
+	var unsigned []byte
+	if because != nil {
+		unsigned = append(unsigned, `"redacted_because":`...)
+		unsigned = appendClientEventWith(unsigned, because, viewer, device, now, nil)
+	}
+	if bundle {
+		unsigned = s.appendBundledRelations(unsigned, rec, because != nil, viewer, device, now) // relations.go
+	}
+	return appendClientEventWith(b, served, viewer, device, now, unsigned)
+}
+
 // servedRecord returns the record as served: a copy holding the redacted
 // PDU, and the redaction, when a redaction applies to it; rec itself
 // otherwise.
 func (s *Server) servedRecord(rec *projections.EventRecord) (*projections.EventRecord, *projections.EventRecord) {
+	served, because, _ := s.servedRecordRow(rec)
+	return served, because
+}
+
+// servedRecordRow is servedRecord that also reports whether a redaction row
+// exists for the event (applicable or not).
+func (s *Server) servedRecordRow(rec *projections.EventRecord) (*projections.EventRecord, *projections.EventRecord, bool) {
 	rid, _, err := s.store.RedactedBy(rec.RoomID, rec.EventID)
 	if err != nil {
-		return rec, nil
+		return rec, nil, !errors.Is(err, projections.ErrNotFound)
 	}
 	red, _, err := s.store.Event(rid)
 	if err != nil || !s.redactionApplies(rec, red) {
-		return rec, nil
+		return rec, nil, true
 	}
 	ver := dag.Version(rec.RoomVersion)
 	if ver == nil {
-		return rec, nil
+		return rec, nil, true
 	}
 	pdu, err := dag.Redact(rec.PDU, ver)
 	if err != nil {
-		return rec, nil
+		return rec, nil, true
 	}
-	return rec.WithPDU(pdu), red
+	return rec.WithPDU(pdu), red, true
 }

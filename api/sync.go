@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"strconv"
+	"sync"
 	"time"
 
 	"engram/projections"
@@ -92,7 +93,8 @@ func (s *Server) sync(r *Req) error {
 	if err != nil || body == nil {
 		return err
 	}
-	r.raw(200, body)
+	r.raw(200, body) // copies
+	releaseSyncBody(body)
 	return nil
 }
 
@@ -140,6 +142,7 @@ func (s *Server) runSync(done <-chan struct{}, req *syncRequest, timeout time.Du
 			}
 			// Everything found was filtered out: forget it, so the next
 			// wake does not rebuild it (it would be filtered again).
+			releaseSyncBody(body)
 			st.resetCollected()
 		}
 		if timer == nil {
@@ -222,45 +225,51 @@ func (st *syncState) collect(from, to syncPos) error {
 		return true
 	}
 	if to.log > from.log {
-		if err := s.store.Changes(from.log, to.log, func(_ uint64, room string) bool { return touch(room) }); err != nil {
+		if err := s.changes(from.log, to.log, func(_ uint64, room string) bool { return touch(room) }); err != nil {
 			return err
 		}
 		if ferr != nil {
 			return ferr
 		}
-		err := s.store.ReceiptStream(from.log, to.log, func(_ uint64, room, user, typ string) bool {
-			if typ == projections.ReceiptReadPrivate && user != st.user {
-				return true // others' private receipts are never shown
-			}
-			return touch(room)
-		})
-		if err != nil {
-			return err
-		}
-		if ferr != nil {
-			return ferr
-		}
-		err = s.store.AccountDataChanges(st.user, from.log, to.log, func(_ uint64, room, typ string) bool {
-			if room == "" {
-				if !st.seen["a"+typ] {
-					st.seen["a"+typ] = true
-					st.globalAD = append(st.globalAD, typ)
+		// A window of room events only (the served tracker knows) has no
+		// receipts, account data, key changes or to-device messages: those
+		// streams are folded from other records.
+		quiet := s.hub.served.onlyEvents(from.log)
+		if !quiet {
+			err := s.store.ReceiptStream(from.log, to.log, func(_ uint64, room, user, typ string) bool {
+				if typ == projections.ReceiptReadPrivate && user != st.user {
+					return true // others' private receipts are never shown
 				}
-				return true
+				return touch(room)
+			})
+			if err != nil {
+				return err
 			}
-			if !containsStr(st.roomAD[room], typ) {
-				st.roomAD[room] = append(st.roomAD[room], typ)
+			if ferr != nil {
+				return ferr
 			}
-			return touch(room)
-		})
-		if err != nil {
-			return err
-		}
-		if ferr != nil {
-			return ferr
+			err = s.store.AccountDataChanges(st.user, from.log, to.log, func(_ uint64, room, typ string) bool {
+				if room == "" {
+					if !st.seen["a"+typ] {
+						st.seen["a"+typ] = true
+						st.globalAD = append(st.globalAD, typ)
+					}
+					return true
+				}
+				if !containsStr(st.roomAD[room], typ) {
+					st.roomAD[room] = append(st.roomAD[room], typ)
+				}
+				return touch(room)
+			})
+			if err != nil {
+				return err
+			}
+			if ferr != nil {
+				return ferr
+			}
 		}
 		for _, ext := range activeSyncExtensions() {
-			if ext.changed == nil {
+			if ext.changed == nil || (quiet && ext.eventsOnlyQuiet) {
 				continue
 			}
 			ch, err := ext.changed(st, from.log, to.log)
@@ -272,7 +281,7 @@ func (st *syncState) collect(from, to syncPos) error {
 	}
 	if to.eph > from.eph {
 		for _, room := range s.hub.typingChanges(from.eph, to.eph) {
-			m, err := s.store.MemberOf(room, st.user)
+			m, err := s.memberOf(room, st.user)
 			if err != nil {
 				return err
 			}
@@ -304,7 +313,7 @@ func (st *syncState) relevant(room string) (bool, error) {
 	if !st.f.roomAllowed(room) {
 		return false, nil
 	}
-	m, err := st.s.store.MemberOf(room, st.user)
+	m, err := st.s.memberOf(room, st.user)
 	if err != nil {
 		return false, err
 	}
@@ -315,7 +324,7 @@ func (st *syncState) relevant(room string) (bool, error) {
 // at: projection rows may run ahead of the durable position a sync answers
 // for, and the membership then comes from the room's history.
 func (st *syncState) membership(room string, at uint64) (projections.Member, error) {
-	m, err := st.s.store.MemberOf(room, st.user)
+	m, err := st.s.memberOf(room, st.user)
 	if err != nil || m.Seq <= at {
 		return m, err
 	}
@@ -336,12 +345,14 @@ func (st *syncState) membership(room string, at uint64) (projections.Member, err
 // pushWait bounds how long a sync waits for the push projection.
 const pushWait = 50 * time.Millisecond
 
-// build writes the response for (since, upto].
+// build writes the response for (since, upto]. The joined rooms, the bulk
+// of it, are written straight into the response buffer, which comes from a
+// pool (releaseSyncBody gives it back).
 func (st *syncState) build(upto syncPos) ([]byte, error) {
 	st.upto = upto
 	st.now = nowMS()
 	st.nonEmpty = false
-	var join, invite, leave, knock []byte
+	var invite, leave, knock []byte
 	add := func(dst *[]byte, part []byte) {
 		if part == nil {
 			return
@@ -363,13 +374,29 @@ func (st *syncState) build(upto syncPos) ([]byte, error) {
 		// fold delays a sync by at most this much.
 		st.s.store.WaitApplied(projections.PushID, upto.log, pushWait)
 	}
+	b := getSyncBuf()
+	b = append(b, `{"next_batch":`...)
+	b = appendJSONString(b, upto.token())
+	b = append(b, `,"rooms":{"join":{`...)
+	joinStart := len(b)
 	for _, rm := range rooms {
 		var part []byte
 		var dst *[]byte
 		switch rm.m.Membership {
 		case projections.MemberJoin:
-			part, err = st.joinedRoom(rm.room, rm.m, rm.full, rm.newlyJoined)
-			dst = &join
+			mark := len(b)
+			if mark > joinStart {
+				b = append(b, ',')
+			}
+			var wrote bool
+			if b, wrote, err = st.joinedRoom(b, rm.room, rm.m, rm.full, rm.newlyJoined); err != nil {
+				return nil, err
+			}
+			if !wrote {
+				b = b[:mark]
+			}
+			st.nonEmpty = st.nonEmpty || wrote
+			continue
 		case projections.MemberInvite:
 			if st.s.inviteBlocked(st.user) {
 				continue // invites to a user who blocks them are not served
@@ -391,11 +418,6 @@ func (st *syncState) build(upto syncPos) ([]byte, error) {
 		add(dst, part)
 	}
 
-	b := make([]byte, 0, 512+len(join)+len(invite)+len(leave)+len(knock))
-	b = append(b, `{"next_batch":`...)
-	b = appendJSONString(b, upto.token())
-	b = append(b, `,"rooms":{"join":{`...)
-	b = append(b, join...)
 	b = append(b, `},"invite":{`...)
 	b = append(b, invite...)
 	b = append(b, `},"leave":{`...)
@@ -424,6 +446,25 @@ func (st *syncState) build(upto syncPos) ([]byte, error) {
 		st.nonEmpty = st.nonEmpty || any
 	}
 	return append(b, '}'), nil
+}
+
+// syncBufs recycles response buffers: a busy room's listeners each build
+// a response of tens of kilobytes on every wake.
+var syncBufs sync.Pool
+
+func getSyncBuf() []byte {
+	if b, ok := syncBufs.Get().([]byte); ok {
+		return b[:0]
+	}
+	return make([]byte, 0, 4096)
+}
+
+// releaseSyncBody returns a response buffer once nothing refers to it.
+func releaseSyncBody(b []byte) {
+	if cap(b) == 0 || cap(b) > 1<<20 {
+		return // huge ones (initial syncs) are left to the collector
+	}
+	syncBufs.Put(b[:0]) //nolint:staticcheck // the slice header allocation is small beside the buffer
 }
 
 // roomToSend is a room of the response with the user's membership.
@@ -525,7 +566,7 @@ func (st *syncState) roomsToSend() ([]roomToSend, error) {
 // MUST NOT send events from ignored users to the client").
 func (st *syncState) ignoredUsers() map[string]bool {
 	if st.ignored == nil {
-		st.ignored = st.s.ignoredUsers(st.user)
+		st.ignored = st.s.ignoredUsersCached(st.user)
 	}
 	return st.ignored
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"strings"
+	"sync"
 
 	"engram/projections"
 )
@@ -58,10 +59,51 @@ const (
 // a JSON object ("The server will detect whether it is an ID or a JSON
 // object by whether the first character is a "{" open brace").
 func (s *Server) parseSyncFilter(user, raw string) (*syncFilter, *Error) {
-	f := &syncFilter{}
 	if raw == "" {
-		return f, nil
+		return &syncFilter{}, nil
 	}
+	var key string
+	if s.hub != nil {
+		// Filters never change once stored (a new upload gets a new ID),
+		// and a long-polling client sends the same one on every request:
+		// parse it once. The parsed filter is shared and read-only.
+		key = user + "\x00" + raw
+		if f := s.hub.filters.get(key); f != nil {
+			return f, nil
+		}
+	}
+	f, e := s.parseSyncFilterUncached(user, raw)
+	if e == nil && key != "" {
+		s.hub.filters.put(key, f)
+	}
+	return f, e
+}
+
+// filterCache holds parsed sync filters by user and filter parameter.
+type filterCache struct {
+	mu sync.Mutex
+	m  map[string]*syncFilter
+}
+
+const filterCacheMax = 4096
+
+func (c *filterCache) get(key string) *syncFilter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+func (c *filterCache) put(key string, f *syncFilter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= filterCacheMax {
+		c.m = map[string]*syncFilter{} // bounded: forgetting costs a parse
+	}
+	c.m[key] = f
+}
+
+func (s *Server) parseSyncFilterUncached(user, raw string) (*syncFilter, *Error) {
+	f := &syncFilter{}
 	var body []byte
 	if raw[0] == '{' {
 		body = []byte(raw)

@@ -35,6 +35,19 @@ type syncHub struct {
 
 	lazy lazyMembers
 
+	// served lets serving skip per-event reads for plain events (served.go).
+	served servedTracker
+
+	// quiet caches values only non-event records change (served.go).
+	quiet quietCache
+
+	// tlMembers shares the timeline senders' membership events among the
+	// listeners of a wake (sync_rooms.go).
+	tlMembers tlMembersCache
+
+	// filters caches parsed sync filters (sync_filter.go).
+	filters filterCache
+
 	pushers *pusherPool
 
 	// waiting counts long-polls blocked waiting for a change (tests and
@@ -62,7 +75,7 @@ func newSyncHub(s *Server) *syncHub {
 		janitorEvery: 5 * time.Second,
 		stop:         make(chan struct{}),
 	}
-	h.lazy.m = map[string]*deviceMembers{}
+	h.lazy.m = map[lazyDevice]*deviceMembers{}
 	h.pushers = newPusherPool(s, h)
 	return h
 }
@@ -274,43 +287,57 @@ func (h *syncHub) typingChanges(after, upto uint64) []string {
 // dropped when it grows too large, which only costs resending.
 type lazyMembers struct {
 	mu sync.Mutex
-	m  map[string]*deviceMembers // user\x00device
+	m  map[lazyDevice]*deviceMembers
 }
 
+type lazyDevice struct{ user, device string }
+
 type deviceMembers struct {
-	sent map[string]string // room\x00member -> event ID
+	sent map[string]map[string]string // room -> member -> event ID
+	n    int                          // entries in sent
 }
 
 const lazyMaxPerDevice = 50000
 
 func (lm *lazyMembers) reset(user, device string) {
 	lm.mu.Lock()
-	delete(lm.m, user+"\x00"+device)
+	delete(lm.m, lazyDevice{user, device})
 	lm.mu.Unlock()
 }
 
-// has reports whether the device was sent this membership event.
-func (lm *lazyMembers) has(user, device, room, member, eventID string) bool {
+// room returns, locked, what the device was sent of room's members
+// (member -> event ID; nil if nothing); unlock with lm.mu.Unlock. For
+// checking many members with one lock and one room lookup.
+func (lm *lazyMembers) room(user, device, room string) map[string]string {
 	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	d := lm.m[user+"\x00"+device]
-	return d != nil && d.sent[room+"\x00"+member] == eventID
+	if d := lm.m[lazyDevice{user, device}]; d != nil {
+		return d.sent[room]
+	}
+	return nil
 }
 
 func (lm *lazyMembers) add(user, device, room, member, eventID string) {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
-	k := user + "\x00" + device
+	k := lazyDevice{user, device}
 	d := lm.m[k]
 	if d == nil {
 		if len(lm.m) > 10000 {
-			lm.m = map[string]*deviceMembers{}
+			lm.m = map[lazyDevice]*deviceMembers{}
 		}
-		d = &deviceMembers{sent: map[string]string{}}
+		d = &deviceMembers{sent: map[string]map[string]string{}}
 		lm.m[k] = d
 	}
-	if len(d.sent) >= lazyMaxPerDevice {
-		d.sent = map[string]string{}
+	if d.n >= lazyMaxPerDevice {
+		d.sent, d.n = map[string]map[string]string{}, 0
 	}
-	d.sent[room+"\x00"+member] = eventID
+	r := d.sent[room]
+	if r == nil {
+		r = map[string]string{}
+		d.sent[room] = r
+	}
+	if _, ok := r[member]; !ok {
+		d.n++
+	}
+	r[member] = eventID
 }

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+	"sync"
 
 	"engram/projections"
 )
@@ -14,9 +16,10 @@ import (
 // limit when a filter drops events (the timeline is then limited).
 const syncScanBudget = 5000
 
-// joinedRoom builds a room of rooms.join ("roomid":{...}), or nil when an
-// incremental sync has nothing to say about it.
-func (st *syncState) joinedRoom(room string, m projections.Member, full, newlyJoined bool) ([]byte, error) {
+// joinedRoom appends a room of rooms.join ("roomid":{...}) to b, or
+// nothing (wrote false) when an incremental sync has nothing to say about
+// it.
+func (st *syncState) joinedRoom(b []byte, room string, m projections.Member, full, newlyJoined bool) (_ []byte, wrote bool, _ error) {
 	s := st.s
 	after := st.since.log
 	if st.initial || newlyJoined {
@@ -24,7 +27,7 @@ func (st *syncState) joinedRoom(room string, m projections.Member, full, newlyJo
 	}
 	tl, limited, err := st.timeline(room, after, st.upto.log)
 	if err != nil {
-		return nil, err
+		return b, false, err
 	}
 	t0 := st.upto.log + 1
 	if len(tl) > 0 {
@@ -34,39 +37,40 @@ func (st *syncState) joinedRoom(room string, m projections.Member, full, newlyJo
 	memberChanged := full
 	if full {
 		if stateEntries, err = st.fullStateAt(room, t0-1); err != nil {
-			return nil, err
+			return b, false, err
 		}
 	} else {
 		if stateEntries, memberChanged, err = st.stateDelta(room, st.since.log, t0, st.upto.log); err != nil {
-			return nil, err
+			return b, false, err
 		}
 	}
 	var heroes []string
 	var summary []byte
 	if memberChanged {
 		if summary, heroes, err = st.summary(room); err != nil {
-			return nil, err
+			return b, false, err
 		}
 	}
 	stateSeqs, err := st.selectState(room, stateEntries, tl, t0-1, full, heroes)
 	if err != nil {
-		return nil, err
+		return b, false, err
 	}
 	eph, err := st.ephemeral(room, full)
 	if err != nil {
-		return nil, err
+		return b, false, err
 	}
 	ad, err := st.roomAccountData(room, full)
 	if err != nil {
-		return nil, err
+		return b, false, err
 	}
 	if !full && len(tl) == 0 && len(stateSeqs) == 0 && eph == nil && ad == nil && summary == nil {
-		return nil, nil
+		return b, false, nil
 	}
 
-	b, err := st.appendRoomStart(make([]byte, 0, 1024), room, tl, limited, t0, stateSeqs)
+	start := len(b)
+	b, err = st.appendRoomStart(b, room, tl, limited, t0, stateSeqs)
 	if err != nil {
-		return nil, err
+		return b[:start], false, err
 	}
 	b = append(b, `},"ephemeral":{"events":`...)
 	b = appendRawList(b, eph)
@@ -79,7 +83,7 @@ func (st *syncState) joinedRoom(room string, m projections.Member, full, newlyJo
 	}
 	counts, err := s.store.UnreadCounts(st.user, room)
 	if err != nil {
-		return nil, err
+		return b[:start], false, err
 	}
 	var total projections.Counts
 	threads := st.f.Room.Timeline.UnreadThreadNotifications
@@ -112,7 +116,7 @@ func (st *syncState) joinedRoom(room string, m projections.Member, full, newlyJo
 			b = append(b, '}')
 		}
 	}
-	return append(b, '}'), nil
+	return append(b, '}'), true, nil
 }
 
 func appendCounts(b []byte, c projections.Counts) []byte {
@@ -268,7 +272,7 @@ scan:
 		if !needRec {
 			n = min(max(want, 1), 500)
 		}
-		batch, err := s.store.Timeline(room, after, hi, true, n)
+		batch, err := s.timeline(room, after, hi, n)
 		if err != nil {
 			return nil, false, err
 		}
@@ -374,6 +378,12 @@ func (st *syncState) fullStateAt(room string, at uint64) ([]projections.StateEnt
 // upto], which is when the room summary is sent again.
 func (st *syncState) stateDelta(room string, since, t0, upto uint64) ([]projections.StateEntry, bool, error) {
 	s := st.s
+	if t := &s.hub.served; upto > since {
+		t.advance(s, upto)
+		if t.noStateChange(room, since) {
+			return nil, false, nil // the common case of a busy room: skip the scan
+		}
+	}
 	type key struct{ t, k string }
 	last := map[key]projections.StateEntry{}
 	var order []key
@@ -426,56 +436,116 @@ func (st *syncState) selectState(room string, entries []projections.StateEntry, 
 		return nil, nil
 	}
 	lazy := sf.LazyLoadMembers
-	wanted := map[string]bool{}
-	if lazy {
+	// A lazy-loading incremental sync needs the membership events of the
+	// timeline's senders; every listener of the room asks for the same
+	// ones, so they are shared (timelineMembers). Otherwise, wanted lists
+	// the members whose membership the client needs, in first-seen order
+	// (the output is sorted by position).
+	shared := lazy && !full && len(heroes) == 0
+	var wanted []string
+	var wantedSet map[string]bool
+	want := func(u string) {
+		if len(wanted) < 16 && wantedSet == nil {
+			if slices.Contains(wanted, u) {
+				return
+			}
+			wanted = append(wanted, u)
+			return
+		}
+		if wantedSet == nil {
+			wantedSet = make(map[string]bool, 2*len(wanted))
+			for _, w := range wanted {
+				wantedSet[w] = true
+			}
+		}
+		if !wantedSet[u] {
+			wantedSet[u] = true
+			wanted = append(wanted, u)
+		}
+	}
+	if lazy && !shared {
 		for _, q := range tl {
 			rec, err := s.store.Record(q)
 			if err != nil {
 				return nil, err
 			}
-			wanted[rec.Sender] = true
+			want(rec.Sender)
 		}
 		for _, h := range heroes {
-			wanted[h] = true
+			want(h)
 		}
 		if full {
-			wanted[st.user] = true
+			want(st.user)
 		}
 	}
-	have := map[string]bool{}
+	isWanted := func(u string) bool {
+		if wantedSet != nil {
+			return wantedSet[u]
+		}
+		return slices.Contains(wanted, u)
+	}
+	var have map[string]bool
 	var ids []string
 	for _, e := range entries {
 		if e.EventID == "" {
 			continue
 		}
 		if lazy && e.Type == "m.room.member" {
-			if full && !wanted[e.StateKey] {
+			if full && !isWanted(e.StateKey) {
 				continue
+			}
+			if have == nil {
+				have = map[string]bool{}
 			}
 			have[e.StateKey] = true
 		}
 		ids = append(ids, e.EventID)
 	}
 	if lazy {
-		senders := make([]string, 0, len(wanted))
-		for u := range wanted {
-			if !have[u] {
-				senders = append(senders, u)
-			}
-		}
-		sort.Strings(senders)
-		for _, u := range senders {
-			id, _, err := s.store.StateEventAt(room, "m.room.member", u, at)
-			if errors.Is(err, projections.ErrNotFound) {
-				continue
-			}
+		var members []lazyMember
+		if shared {
+			tm, err := st.timelineMembers(room, tl, at)
 			if err != nil {
 				return nil, err
 			}
-			if !sf.IncludeRedundantMembers && s.hub.lazy.has(st.user, st.device, room, u, id) {
-				continue
+			members = tm // shared: read only
+			if len(have) > 0 {
+				members = nil
+				for _, m := range tm {
+					if !have[m.user] {
+						members = append(members, m)
+					}
+				}
 			}
-			ids = append(ids, id)
+		} else {
+			for _, u := range wanted {
+				if have[u] {
+					continue
+				}
+				id, err := st.memberEventAt(room, u, at)
+				if errors.Is(err, projections.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return nil, err
+				}
+				members = append(members, lazyMember{u, id})
+			}
+		}
+		if !sf.IncludeRedundantMembers && len(members) > 0 {
+			// One lock for all: every listener checks every sender.
+			sent := s.hub.lazy.room(st.user, st.device, room)
+			var kept []lazyMember
+			for _, m := range members {
+				if sent == nil || sent[m.user] != m.id {
+					kept = append(kept, m)
+				}
+			}
+			s.hub.lazy.mu.Unlock()
+			members = kept
+		}
+		for _, m := range members {
+			ids = append(ids, m.id)
 		}
 	}
 	out := make([]uint64, 0, len(ids))
@@ -509,9 +579,104 @@ func (st *syncState) selectState(room string, entries []projections.StateEntry, 
 	return out, nil
 }
 
+// lazyMember is a member and the ID of their membership event.
+type lazyMember struct{ user, id string }
+
+// timelineMembers returns the membership events, as of position at, of the
+// senders of the timeline tl of room, in first-seen order. The answer never
+// changes (positions and the state at a position are history), and every
+// listener of a busy room asks for the same timeline on a wake: it is
+// computed once and shared (a small cache keyed by the timeline).
+func (st *syncState) timelineMembers(room string, tl []uint64, at uint64) ([]lazyMember, error) {
+	if len(tl) == 0 {
+		return nil, nil
+	}
+	c := &st.s.hub.tlMembers
+	k := tlKey{room: room, at: at, first: tl[0], last: tl[len(tl)-1], n: len(tl)}
+	c.mu.Lock()
+	e := c.m[k]
+	c.mu.Unlock()
+	if e != nil && slices.Equal(e.tl, tl) {
+		return e.members, nil
+	}
+	var out []lazyMember
+	seen := make(map[string]bool, 16)
+	for _, q := range tl {
+		rec, err := st.s.store.Record(q)
+		if err != nil {
+			return nil, err
+		}
+		if seen[rec.Sender] {
+			continue
+		}
+		seen[rec.Sender] = true
+		id, err := st.memberEventAt(room, rec.Sender, at)
+		if errors.Is(err, projections.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, lazyMember{rec.Sender, id})
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= tlMembersMax {
+		c.m = map[tlKey]*tlMembersEntry{} // bounded: forgetting costs a recomputation
+	}
+	c.m[k] = &tlMembersEntry{tl: slices.Clone(tl), members: out}
+	c.mu.Unlock()
+	return out, nil
+}
+
+// tlMembersCache holds timelineMembers answers.
+type tlMembersCache struct {
+	mu sync.Mutex
+	m  map[tlKey]*tlMembersEntry
+}
+
+type tlKey struct {
+	room            string
+	at, first, last uint64
+	n               int
+}
+
+type tlMembersEntry struct {
+	tl      []uint64
+	members []lazyMember
+}
+
+const tlMembersMax = 1024
+
+// memberEventAt returns the ID of the membership event of user in room
+// current just after position at (ErrNotFound if none). The membership row
+// answers it with one point read when its last change is at or before at,
+// which it is for nearly every timeline sender; the room's state history
+// answers otherwise.
+func (st *syncState) memberEventAt(room, user string, at uint64) (string, error) {
+	m, err := st.s.memberOf(room, user)
+	if err != nil {
+		return "", err
+	}
+	if m.Membership != 0 && m.Seq <= at && m.EventID != "" {
+		return m.EventID, nil
+	}
+	id, _, err := st.s.store.StateEventAt(room, "m.room.member", user, at)
+	return id, err
+}
+
 // appendEvents appends a JSON array of the events at seqs, in the filter's
 // event format and with its event_fields.
 func (st *syncState) appendEvents(b []byte, seqs []uint64) ([]byte, error) {
+	if len(seqs) > 1 && st.f.EventFormat != "federation" && len(st.f.EventFields) == 0 {
+		// Grow once: the events' shared client forms say how much.
+		n := 0
+		for _, q := range seqs {
+			if rec, err := st.s.store.Record(q); err == nil {
+				n += len(clientBaseOf(rec).json) + 64
+			}
+		}
+		b = slices.Grow(b, n)
+	}
 	b = append(b, '[')
 	for i, q := range seqs {
 		rec, err := st.s.store.Record(q)

@@ -43,7 +43,7 @@ func (s *Server) filterVisible(user, room string, seqs []uint64) ([]uint64, erro
 	if err != nil || len(out) == 0 || user == "" {
 		return out, err
 	}
-	ignored := s.ignoredUsers(user)
+	ignored := s.ignoredUsersCached(user)
 	if len(ignored) == 0 {
 		return out, nil
 	}
@@ -66,12 +66,12 @@ func (s *Server) historyVisible(user, room string, seqs []uint64) ([]uint64, err
 	if len(seqs) == 0 {
 		return seqs, nil
 	}
-	restricted, err := s.store.VisibilityRestricted(room)
+	restricted, err := s.visibilityRestricted(room)
 	if err != nil {
 		return nil, err
 	}
 	if !restricted && user != "" {
-		m, err := s.store.MemberOf(room, user)
+		m, err := s.memberOf(room, user)
 		if err != nil {
 			return nil, err
 		}
@@ -190,7 +190,7 @@ type roomAccess struct {
 // anyone may read a room whose current history visibility is
 // world_readable. departed=false refuses users who left.
 func (s *Server) readAccess(room, user string, departed bool) (roomAccess, error) {
-	m, err := s.store.MemberOf(room, user)
+	m, err := s.memberOf(room, user)
 	if err != nil {
 		return roomAccess{}, err
 	}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"engram/dag"
@@ -55,6 +56,20 @@ type Sequencer struct {
 
 	mu    sync.Mutex
 	rooms map[string]*room
+
+	// txnDone counts, per stripe of transaction IDs, the sends with a
+	// transaction that finished (see Send).
+	txnDone [txnStripes]atomic.Uint64
+}
+
+const txnStripes = 1024
+
+func txnStripe(txn string) int {
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(txn); i++ {
+		h = (h ^ uint32(txn[i])) * 16777619
+	}
+	return int(h % txnStripes)
 }
 
 // New returns a sequencer appending to l and loading rooms from store.
@@ -165,7 +180,21 @@ func (s *Sequencer) fill(r *room) error {
 }
 
 // Send sequences one event into an existing room and waits until it is durable.
+//
+// A repeated transaction answers the first send's event. Whether the
+// transaction was stored is read before the room lock, which every sender
+// of the room waits for: the read is as long as the rest of the critical
+// section. A send of the same transaction that finishes between that read
+// and the lock is no longer pending when the lock is taken, but it moved
+// its stripe's counter first (txnDone): then the read is made again.
 func (s *Sequencer) Send(e Event) (Result, error) {
+	var done0 uint64
+	if e.Txn != "" {
+		done0 = s.txnDone[txnStripe(e.Txn)].Load()
+		if id, err := s.store.TxnEvent(e.Txn); err == nil {
+			return s.waitFor(id)
+		}
+	}
 	r, err := s.load(e.Room)
 	if err != nil {
 		return Result{}, err
@@ -175,9 +204,11 @@ func (s *Sequencer) Send(e Event) (Result, error) {
 			r.mu.Unlock()
 			return s.waitFor(id)
 		}
-		if id, err := s.store.TxnEvent(e.Txn); err == nil {
-			r.mu.Unlock()
-			return s.waitFor(id)
+		if s.txnDone[txnStripe(e.Txn)].Load() != done0 {
+			if id, err := s.store.TxnEvent(e.Txn); err == nil {
+				r.mu.Unlock()
+				return s.waitFor(id)
+			}
 		}
 	}
 	ev, err := s.prepare(r, e, 0)
@@ -209,6 +240,9 @@ func (s *Sequencer) Send(e Event) (Result, error) {
 
 	seq, err := p.Wait()
 	if e.Txn != "" {
+		// Durable (its transaction row readable) before it stops being
+		// pending, and counted in between (see above).
+		s.txnDone[txnStripe(e.Txn)].Add(1)
 		r.mu.Lock()
 		delete(r.pendingTxn, e.Txn)
 		r.mu.Unlock()
