@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
 	"github.com/cockroachdb/pebble/vfs"
 )
 
@@ -177,6 +178,20 @@ var pendingPool = sync.Pool{New: func() any {
 	return p
 }}
 
+// DefaultPebbleOptions are the options of a log opened without its own: a
+// 64 MiB memtable, and a bloom filter in every table, because the
+// projections look up many keys that do not exist (transaction IDs, push
+// rules of users who have none, redactions of events that have none),
+// which without a filter cost a block read per level.
+func DefaultPebbleOptions() *pebble.Options {
+	o := &pebble.Options{MemTableSize: 64 << 20, Levels: make([]pebble.LevelOptions, 7)}
+	for i := range o.Levels {
+		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		o.Levels[i].FilterType = pebble.TableFilter
+	}
+	return o
+}
+
 // Open opens (or creates) the log in opts.Dir and recovers Last() from the
 // last stored record.
 func Open(opts Options) (*Log, error) {
@@ -185,7 +200,7 @@ func Open(opts Options) (*Log, error) {
 	}
 	popts := opts.PebbleOptions
 	if popts == nil {
-		popts = &pebble.Options{MemTableSize: 64 << 20}
+		popts = DefaultPebbleOptions()
 	}
 	if popts.DisableWAL {
 		return nil, errors.New("log: open: pebble DisableWAL is set; the log needs the WAL for durability")
