@@ -25,7 +25,6 @@ func (s *Server) notifications(r *Req) error {
 		limit = min(n, 1000)
 	}
 	upto := s.log.Last()
-	s.store.WaitApplied(projections.PushID, upto, pushWait)
 	if f := r.Query("from"); f != "" {
 		p, err := strconv.ParseUint(f, 10, 64)
 		if err != nil || p == 0 {

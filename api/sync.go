@@ -342,9 +342,6 @@ func (st *syncState) membership(room string, at uint64) (projections.Member, err
 	return projections.Member{UserID: st.user, Membership: projections.MembershipCode(rec.Membership), Seq: pos, EventID: id}, nil
 }
 
-// pushWait bounds how long a sync waits for the push projection.
-const pushWait = 50 * time.Millisecond
-
 // build writes the response for (since, upto]. The joined rooms, the bulk
 // of it, are written straight into the response buffer, which comes from a
 // pool (releaseSyncBody gives it back).
@@ -366,13 +363,6 @@ func (st *syncState) build(upto syncPos) ([]byte, error) {
 	rooms, err := st.roomsToSend()
 	if err != nil {
 		return nil, err
-	}
-	if len(rooms) > 0 {
-		// Unread counts come from the push projection, which folds behind
-		// the log: give it a moment to reach this response's position so a
-		// new event's count arrives with the event. Bounded, so a lagging
-		// fold delays a sync by at most this much.
-		st.s.store.WaitApplied(projections.PushID, upto.log, pushWait)
 	}
 	b := getSyncBuf()
 	b = append(b, `{"next_batch":`...)

@@ -26,10 +26,12 @@ type PushRulesRecord struct {
 
 // Push evaluates push rules on every accepted room event for the room's
 // local members and keeps what that produces: one notification entry per
-// event, and the read positions that clear them. It does so behind the log
-// (Async), deterministically, and evaluation sees the room as it was when
-// the event was appended (member count, power levels, display names), not
-// as it is when someone syncs.
+// event, and the read positions that clear them. It folds in the append
+// batch like every view ("The updated notification count from a new event
+// MUST appear in the same /sync response as the event itself" holds by
+// construction), deterministically, and evaluation sees the room as it was
+// when the event was appended (member count, power levels, display names),
+// not as it is when someone syncs.
 //
 // An entry is per event, not per member: it holds the outcome of the
 // server-default rules for a member who is not mentioned (the same for all
@@ -83,7 +85,7 @@ type cachedRules struct {
 // defaultCompiled are the server defaults, with @USER@ left for evaluation.
 var defaultCompiled = compileRuleset((*UserPushRules)(nil).Ruleset(""))
 
-// PushID is the push projection's ID, for Store.WaitApplied.
+// PushID is the push projection's ID.
 const PushID byte = 'y'
 
 func (Push) ID() byte     { return PushID }
@@ -874,11 +876,6 @@ func (s *Store) ThreadOf(eventID string) (string, error) {
 	v, _, err := s.get(row('y', pushThreadKey(eventID)))
 	return string(v), err
 }
-
-// Async: push evaluation runs once per local member for every event, too
-// much for the append path; the projection folds behind the log (Set.Follow)
-// and readers of counts wait for it (Set.WaitApplied).
-func (Push) Async() bool { return true }
 
 // pushBatch is what the fold keeps for the length of one batch (in the
 // Tx's scratch space): decoded room info, member lists and default
