@@ -18,8 +18,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/cockroachdb/pebble"
 
@@ -189,92 +187,26 @@ func (t *Tx) Delete(k []byte) error {
 	return t.b.Delete(t.key(k), nil)
 }
 
-// Set is the group of projections a server runs.
-//
-// Most projections fold inside the log's append batch (Apply). Those that
-// say Async() fold behind the log, each in its own goroutine (Follow): their
-// fold is the same deterministic function of the log, only its timing
-// differs. They are for views whose fold is expensive per record (push rule
-// evaluation for every member of a room) and must not slow every append;
-// readers that need such a view up to a position wait for it (WaitApplied).
+// Set is the group of projections a server runs. Every projection folds
+// inside the log's append batch (Apply), so a record and everything it
+// changes become durable, and visible, together.
 type Set struct {
-	all   []Projection // every projection, sorted as given
-	ps    []Projection // folded inside the append batch
-	async []Projection // folded behind the log
-	tx    []Tx
-
-	applied map[byte]*appliedPos // async projections' last applied position
-	// following is set by Start: from then on async projections fold in
-	// their own goroutines. Before (tools, tests), they fold inline.
-	following atomic.Bool
-	inline    []Tx // transactions of all projections, for inline folding
-}
-
-// appliedPos is an async projection's progress, with a broadcast channel
-// closed whenever it moves.
-type appliedPos struct {
-	mu   sync.Mutex
-	seq  uint64
-	wake chan struct{}
-}
-
-func (a *appliedPos) set(seq uint64) {
-	a.mu.Lock()
-	a.seq = seq
-	close(a.wake)
-	a.wake = make(chan struct{})
-	a.mu.Unlock()
-}
-
-func (a *appliedPos) get() (uint64, <-chan struct{}) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.seq, a.wake
-}
-
-// isAsync reports whether p folds behind the log.
-func isAsync(p Projection) bool {
-	a, ok := p.(interface{ Async() bool })
-	return ok && a.Async()
+	all []Projection // every projection, sorted as given
+	tx  []Tx
 }
 
 // NewSet groups projections; their IDs must be distinct.
 func NewSet(ps ...Projection) (*Set, error) {
 	seen := map[byte]string{}
-	s := &Set{all: ps, applied: map[byte]*appliedPos{}}
+	s := &Set{all: ps}
 	for _, p := range ps {
 		if other, dup := seen[p.ID()]; dup {
 			return nil, fmt.Errorf("projections: %s and %s share ID %q", other, p.Name(), p.ID())
 		}
 		seen[p.ID()] = p.Name()
-		if isAsync(p) {
-			s.async = append(s.async, p)
-			s.applied[p.ID()] = &appliedPos{wake: make(chan struct{})}
-		} else {
-			s.ps = append(s.ps, p)
-			s.tx = append(s.tx, Tx{id: p.ID()})
-		}
-		s.inline = append(s.inline, Tx{id: p.ID()})
+		s.tx = append(s.tx, Tx{id: p.ID()})
 	}
 	return s, nil
-}
-
-// Start makes the async projections fold behind the log from now on, each
-// in its own goroutine, and lets st wait for them; call it after CatchUp and
-// before the log takes writes. stop ends the goroutines and waits for them.
-func (s *Set) Start(l *log.Log, db *pebble.DB, st *Store, onErr func(error)) (stop func()) {
-	st.set = s
-	s.following.Store(true)
-	quit := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		s.Follow(l, db, quit, onErr)
-		close(done)
-	}()
-	return func() {
-		close(quit)
-		<-done
-	}
 }
 
 // Projections returns the members of the set.
@@ -288,10 +220,7 @@ func (s *Set) Apply(b *pebble.Batch, first uint64, recs []log.Record) error {
 }
 
 func (s *Set) apply(b *pebble.Batch, first uint64, recs []log.Record) error {
-	ps, tx := s.ps, s.txs(s.tx, b, b)
-	if !s.following.Load() {
-		ps, tx = s.all, s.txs(s.inline, b, b)
-	}
+	ps, tx := s.all, s.txs(s.tx, b, b)
 	for i, rec := range recs {
 		seq := first + uint64(i)
 		v, err := decodeForApply(rec)
@@ -357,8 +286,8 @@ func Checkpoint(r pebble.Reader, id byte) (uint64, error) {
 const replayBatch = 4096
 
 // CatchUp folds into db the records of l that each projection has not
-// applied yet (a new projection, a reset one, an async one that lagged at
-// shutdown), before the server takes writes.
+// applied yet (a new projection, a reset or migrated one), before the
+// server takes writes.
 func (s *Set) CatchUp(l *log.Log, db *pebble.DB) error {
 	if err := s.migrate(db); err != nil {
 		return err
@@ -374,17 +303,7 @@ func (s *Set) CatchUp(l *log.Log, db *pebble.DB) error {
 		}
 		from[i] = cp + 1
 	}
-	if err := s.replay(l, db, s.all, from, pebble.NoSync, true); err != nil {
-		return err
-	}
-	for _, p := range s.async {
-		cp, err := Checkpoint(db, p.ID())
-		if err != nil {
-			return err
-		}
-		s.applied[p.ID()].set(cp)
-	}
-	return nil
+	return s.replay(l, db, s.all, from, pebble.NoSync, true)
 }
 
 // Reset drops every projection's rows and rebuilds them from position 1.
@@ -404,144 +323,7 @@ func (s *Set) Reset(l *log.Log, db *pebble.DB) error {
 	return s.CatchUp(l, db)
 }
 
-// Follow folds the log into the async projections, each in its own
-// goroutine, until stop is closed; it returns once they have stopped. Each
-// batch holds its rows and checkpoint together and is committed without
-// fsync: after a crash, CatchUp redoes what was lost from the checkpoint.
-func (s *Set) Follow(l *log.Log, db *pebble.DB, stop <-chan struct{}, onErr func(error)) {
-	var wg sync.WaitGroup
-	for _, p := range s.async {
-		wg.Add(1)
-		go func(p Projection) {
-			defer wg.Done()
-			if err := s.follow(l, db, p, stop); err != nil && onErr != nil {
-				onErr(err)
-			}
-		}(p)
-	}
-	wg.Wait()
-}
-
-func (s *Set) follow(l *log.Log, db *pebble.DB, p Projection, stop <-chan struct{}) error {
-	pos := s.applied[p.ID()]
-	for {
-		select {
-		case <-stop:
-			return nil // CatchUp at the next start folds the rest
-		default:
-		}
-		changed := l.Changed()
-		done, _ := pos.get()
-		if last := l.Last(); done < last {
-			var recs []log.Record
-			first := done + 1
-			err := l.Read(first, func(seq uint64, rec log.Record) error {
-				rec.Body = append([]byte(nil), rec.Body...)
-				recs = append(recs, rec)
-				if len(recs) == replayBatch || seq == last {
-					return errChunkFull
-				}
-				return nil
-			})
-			if err != nil && err != errChunkFull {
-				return err
-			}
-			if len(recs) == 0 {
-				continue
-			}
-			b := db.NewIndexedBatch()
-			tx := &Tx{b: b, r: b, id: p.ID()}
-			// flush commits what is folded up to seq: at the end of the chunk,
-			// and whenever the batch grows past maxBatchBytes (a busy room
-			// writes a few rows per member per event).
-			flush := func(seq uint64, more bool) error {
-				if err := b.Set([]byte{checkpointPrefix, p.ID()}, binary.BigEndian.AppendUint64(nil, seq), nil); err != nil {
-					b.Close()
-					return err
-				}
-				if err := b.Commit(pebble.NoSync); err != nil {
-					b.Close()
-					return err
-				}
-				b.Close()
-				pos.set(seq)
-				if more {
-					b = db.NewIndexedBatch()
-					tx.reset(b, b)
-				}
-				return nil
-			}
-			for i, rec := range recs {
-				seq := first + uint64(i)
-				v, err := decodeForApply(rec)
-				if err != nil {
-					b.Close()
-					return err
-				}
-				if v != nil {
-					if err := p.Apply(tx, seq, v); err != nil {
-						b.Close()
-						return fmt.Errorf("projections: %s at %d: %w", p.Name(), seq, err)
-					}
-				}
-				if b.Len() > maxBatchBytes && i < len(recs)-1 {
-					if err := flush(seq, true); err != nil {
-						return err
-					}
-				}
-			}
-			if err := flush(first+uint64(len(recs))-1, false); err != nil {
-				return err
-			}
-			continue
-		}
-		select {
-		case <-changed:
-		case <-stop:
-			return nil
-		}
-	}
-}
-
 var errChunkFull = errors.New("projections: chunk full")
-
-// Applied returns the position the async projection id has applied (the
-// log's end for projections folded in the append batch: ok false).
-func (s *Set) Applied(id byte) (uint64, bool) {
-	pos, ok := s.applied[id]
-	if !ok {
-		return 0, false
-	}
-	seq, _ := pos.get()
-	return seq, true
-}
-
-// WaitApplied waits until the async projection id has applied position seq,
-// or timeout passes; it reports whether it got there. Projections folded in
-// the append batch are always there.
-func (s *Set) WaitApplied(id byte, seq uint64, timeout time.Duration) bool {
-	pos, ok := s.applied[id]
-	if !ok {
-		return true
-	}
-	var timer <-chan time.Time
-	for {
-		done, wake := pos.get()
-		if done >= seq {
-			return true
-		}
-		if timer == nil {
-			t := time.NewTimer(timeout)
-			defer t.Stop()
-			timer = t.C
-		}
-		select {
-		case <-wake:
-		case <-timer:
-			return false
-		}
-	}
-}
 
 // replay folds the log from position from into db. One goroutine reads and
 // decodes; every projection then folds the same decoded chunks in its own
@@ -648,7 +430,7 @@ func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64,
 	return db.Flush()
 }
 
-// maxBatchBytes bounds the batches of replay and of async projections.
+// maxBatchBytes bounds the batches of replay.
 const maxBatchBytes = 8 << 20
 
 var errStopped = errors.New("projections: replay stopped")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"sync/atomic"
-	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/dgraph-io/ristretto/v2"
@@ -25,7 +24,6 @@ type Store struct {
 	log   *log.Log
 	db    pebble.Reader
 	cache *ristretto.Cache[uint64, *EventRecord]
-	set   *Set // set by Set.Start: async projections to wait for
 	// recent holds the newest records by position modulo its size. Every
 	// listener of a busy room reads the same few new events; ristretto's
 	// admission policy turns new keys away until they are seen often, so
@@ -41,26 +39,6 @@ type recentRecord struct {
 	seq uint64
 	rec *EventRecord
 }
-
-// WaitApplied waits up to timeout until the async projection id has folded
-// position seq; it reports whether it has. Without async folding (tools,
-// tests) every projection is always up to date.
-//
-// A projection further behind than maxLag records will not catch up within
-// a short wait: then WaitApplied answers false at once rather than add the
-// timeout to every read under load.
-func (s *Store) WaitApplied(id byte, seq uint64, timeout time.Duration) bool {
-	if s.set == nil {
-		return true
-	}
-	if done, async := s.set.Applied(id); async && done+maxLag < seq {
-		return false
-	}
-	return s.set.WaitApplied(id, seq, timeout)
-}
-
-// maxLag is how far behind an async projection may be for a read to wait.
-const maxLag = 256
 
 // NewStore reads rows from db and event bodies from l. cacheBytes bounds the
 // event cache (0 disables it).

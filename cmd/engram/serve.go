@@ -26,8 +26,6 @@ type node struct {
 	log   *log.Log
 	set   *projections.Set
 	store *projections.Store
-	// stopFollow stops the projections that fold behind the log.
-	stopFollow func()
 }
 
 // openNode opens the log with the projections applied in its commit batches
@@ -54,12 +52,10 @@ func openNode(cfg Config, logger *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	logger.Info("log opened", "dir", cfg.DataDir, "last", l.Last())
-	stop := set.Start(l, l.DB(), store, func(err error) { logger.Error("async projection stopped", "err", err) })
-	return &node{cfg: cfg, log: l, set: set, store: store, stopFollow: stop}, nil
+	return &node{cfg: cfg, log: l, set: set, store: store}, nil
 }
 
 func (n *node) close() error {
-	n.stopFollow()
 	n.store.Close()
 	return n.log.Close()
 }
