@@ -26,7 +26,10 @@ unit:
 # FUZZTIME=10m make fuzz for a longer run.
 FUZZ_TARGETS = dag:FuzzCanonical dag:FuzzParseEvent stateres:FuzzResolve log:FuzzDecodeEnvelope \
 	projections:FuzzDecodeRecord bench:FuzzReadResult api:FuzzGlobMatch api:FuzzParseSyncToken \
-	api:FuzzSyncFilter api:FuzzE2EEParsers api/federation:FuzzParseXMatrix api/federation:FuzzACL
+	api:FuzzSyncFilter api:FuzzE2EEParsers api/federation:FuzzParseXMatrix api/federation:FuzzACL \
+	api:FuzzPagePos api:FuzzParseChildContent bench:FuzzSyncAnswer cmd/engram:FuzzParseOldKeys \
+	projections:FuzzDecodeEvent projections:FuzzContentString projections:FuzzJSONMember \
+	projections:FuzzScanRelatesTo projections:FuzzEntry projections:FuzzPlainPDU
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t#*:}; \
