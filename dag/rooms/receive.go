@@ -276,6 +276,7 @@ func (s *Sequencer) Receive(ev *dag.Event) (Received, error) {
 // judge runs the receipt checks and builds the event's record, moving the
 // room's memory on. Called with the room lock.
 func (s *Sequencer) judge(r *room, c *fedCache, ev *dag.Event) (*projections.EventRecord, error) {
+	s.seedCurrent(r, c) // remote.go: no walk from the create event
 	var sets []stateres.StateMap
 	for _, p := range ev.PrevEvents {
 		if st, ok := s.status(c, p); !ok || st == projections.Outlier {
