@@ -333,9 +333,21 @@ func (st *syncState) fullStateAt(room string, at uint64) ([]projections.StateEnt
 	type key struct{ t, k string }
 	changed := map[key]bool{}
 	var order []key
-	err = s.store.RoomStateChanges(room, at, math.MaxUint64, func(_ uint64, ch []projections.StateEntry) bool {
+	// The entries the record just after at carries for other events than
+	// its own: a remote join records the whole state it joined into with
+	// the join, and a resolved fork the state it settled on. They were the
+	// room's state before that record's event, which is where a timeline
+	// starting at it needs them.
+	var carried map[key]projections.StateEntry
+	err = s.store.RoomStateChanges(room, at, math.MaxUint64, func(seq uint64, ch []projections.StateEntry) bool {
 		for _, c := range ch {
 			k := key{c.Type, c.StateKey}
+			if seq == at+1 {
+				if carried == nil {
+					carried = map[key]projections.StateEntry{}
+				}
+				carried[k] = c
+			}
 			if !changed[k] {
 				changed[k] = true
 				order = append(order, k)
@@ -343,6 +355,15 @@ func (st *syncState) fullStateAt(room string, at uint64) ([]projections.StateEnt
 		}
 		return true
 	})
+	if len(carried) > 0 {
+		if rec, err := s.store.Record(at + 1); err == nil {
+			for k, c := range carried {
+				if c.EventID == rec.EventID || c.EventID == "" {
+					delete(carried, k)
+				}
+			}
+		}
+	}
 	if err != nil || len(changed) == 0 {
 		return cur, err
 	}
@@ -355,6 +376,9 @@ func (st *syncState) fullStateAt(room string, at uint64) ([]projections.StateEnt
 	for _, k := range order {
 		id, _, err := s.store.StateEventAt(room, k.t, k.k, at)
 		if errors.Is(err, projections.ErrNotFound) {
+			if c, ok := carried[k]; ok {
+				out = append(out, projections.StateEntry{Type: k.t, StateKey: k.k, EventID: c.EventID})
+			}
 			continue
 		}
 		if err != nil {

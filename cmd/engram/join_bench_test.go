@@ -350,8 +350,10 @@ func TestJoinLargeRoom(t *testing.T) {
 	jb := newJoinBench(t, members)
 	b, token, since := jb.freshB(t, 0)
 	got, _ := joinFromB(t, b, token, since, jb.room, jb.a.name)
-	if got < 1 {
-		t.Fatalf("first sync showing the room has no member event")
+	// No lazy loading: the first sync showing the room has its whole
+	// state (alice, the members, bob), in state or timeline.
+	if got < members+2 {
+		t.Fatalf("first sync showing the room has %d member events, want %d", got, members+2)
 	}
 	// alice + members + bob
 	if n, want := joinedMembers(t, b, token, jb.room), members+2; n != want {
