@@ -103,7 +103,11 @@ func (f *Federation) verifyAll(evs []*dag.Event) ([]*dag.Event, []error) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			out[i], errs[i] = f.keys.VerifyEvent(ev)
+			errs[i] = f.safely(func() error {
+				var err error
+				out[i], err = f.keys.VerifyEvent(ev)
+				return err
+			})
 		}()
 	}
 	wg.Wait()
@@ -160,12 +164,24 @@ func (f *Federation) processPDUs(origin string, raws []json.RawMessage) map[stri
 		go func() {
 			defer wg.Done()
 			for _, ev := range evs {
-				set(ev.ID, f.receive(origin, ev))
+				set(ev.ID, f.safely(func() error { return f.receive(origin, ev) }))
 			}
 		}()
 	}
 	wg.Wait()
 	return results
+}
+
+// safely runs fn on a goroutine of a request's own: a panic there would
+// not reach the handler's recover and would end the process.
+func (f *Federation) safely(fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			f.logger.Error("federation: panic", "panic", p)
+			err = fmt.Errorf("federation: internal error")
+		}
+	}()
+	return fn()
 }
 
 // receive sequences one verified PDU: missing prev_events are fetched with

@@ -97,6 +97,8 @@ func (f *Federation) routes() []route {
 func (f *Federation) Handler() fasthttp.RequestHandler {
 	rs := f.routes()
 	return func(ctx *fasthttp.RequestCtx) {
+		f.inflight.Add(1)
+		defer f.inflight.Done()
 		defer func() {
 			if p := recover(); p != nil {
 				f.logger.Error("federation handler panic", "path", string(ctx.Path()), "panic", p)
@@ -234,6 +236,16 @@ func (f *Federation) Shutdown() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.ShutdownWithContext(ctx)
+	}
+	// Handlers still running (an inbound transaction fetching missing
+	// events) use the store, which the caller closes next: wait for them,
+	// bounded by the federation client's timeouts.
+	done := make(chan struct{})
+	go func() { f.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		f.logger.Warn("federation: handlers still running at shutdown")
 	}
 }
 
