@@ -122,23 +122,36 @@ func (s *Sender) ownEvent(rec log.Record) *projections.EventRecord {
 // destinations are the servers an event goes to: those with a joined member
 // in its room, and the server of a membership event's target (so a kicked
 // or banned server hears of it).
-func (s *Sender) destinations(ev *projections.EventRecord) []string {
-	set := map[string]bool{}
-	if ms, err := s.f.store.Members(ev.RoomID); err == nil {
-		for _, m := range ms {
-			if m.Membership == projections.MemberJoin {
-				set[dag.ServerName(m.UserID)] = true
+//
+// rooms keeps the servers of each room for one pass over the log (a busy
+// room would otherwise scan its members for every event); a membership
+// event drops its room's entry.
+func (s *Sender) destinations(ev *projections.EventRecord, rooms map[string]map[string]bool) []string {
+	if ev.Type == "m.room.member" {
+		delete(rooms, ev.RoomID)
+	}
+	servers, ok := rooms[ev.RoomID]
+	if !ok {
+		servers = map[string]bool{}
+		if ms, err := s.f.store.Members(ev.RoomID); err == nil {
+			for _, m := range ms {
+				if m.Membership == projections.MemberJoin {
+					servers[dag.ServerName(m.UserID)] = true
+				}
 			}
 		}
+		delete(servers, s.f.cfg.ServerName)
+		delete(servers, "")
+		rooms[ev.RoomID] = servers
+	}
+	out := make([]string, 0, len(servers)+1)
+	for d := range servers {
+		out = append(out, d)
 	}
 	if ev.Type == "m.room.member" && ev.StateKey != nil {
-		set[dag.ServerName(*ev.StateKey)] = true
-	}
-	delete(set, s.f.cfg.ServerName)
-	delete(set, "")
-	out := make([]string, 0, len(set))
-	for d := range set {
-		out = append(out, d)
+		if d := dag.ServerName(*ev.StateKey); d != s.f.cfg.ServerName && d != "" && !servers[d] {
+			out = append(out, d)
+		}
 	}
 	return out
 }
@@ -154,10 +167,11 @@ func (s *Sender) tail(from uint64) {
 		last := s.f.log.Last()
 		if last > pos {
 			var recs []log.Record
+			rooms := map[string]map[string]bool{}
 			_ = s.f.log.Read(pos+1, func(seq uint64, rec log.Record) error {
 				var dests []string
 				if ev := s.ownEvent(rec); ev != nil {
-					dests = s.destinations(ev)
+					dests = s.destinations(ev, rooms)
 				} else if r := s.ownReceipt(rec); r != nil {
 					dests = s.f.roomServers(r.RoomID)
 				} else if t := s.remoteToDevice(rec); t != nil {
@@ -233,9 +247,10 @@ func (s *Sender) deliver(w *worker) error {
 	var pdus, receipts []json.RawMessage
 	scanned := w.pos
 	first := w.pos + 1
+	rooms := map[string]map[string]bool{}
 	err := s.f.log.Read(w.pos+1, func(seq uint64, rec log.Record) error {
 		if ev := s.ownEvent(rec); ev != nil {
-			for _, d := range s.destinations(ev) {
+			for _, d := range s.destinations(ev, rooms) {
 				if d == w.dest {
 					pdus = append(pdus, json.RawMessage(ev.PDU))
 					break
