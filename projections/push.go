@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -542,8 +543,8 @@ func (p Push) applyMember(o overlay, info *pushRoomInfo, seq uint64, r *EventRec
 		return changed, err
 	}
 	lk := append(pushLocalPrefix(r.RoomID), user...)
-	forgetLocalMembers(o, r.RoomID)
 	if code != MemberJoin {
+		dropLocalMember(o, r.RoomID, user)
 		return changed, o.del(lk)
 	}
 	// A join keeps the position of the join it continues (a display name
@@ -558,6 +559,9 @@ func (p Push) applyMember(o overlay, info *pushRoomInfo, seq uint64, r *EventRec
 	}
 	if content != nil {
 		name, _ = content["displayname"].(string)
+	}
+	if err := putLocalMember(o, r.RoomID, localMember{user: user, displayName: name, join: join, joined: true}); err != nil {
+		return changed, err
 	}
 	return changed, o.set(lk, append(appendU64(make([]byte, 0, 8+len(name)), join), name...))
 }
@@ -949,4 +953,40 @@ func localMembers(o overlay, room string) ([]localMember, error) {
 	return out, nil
 }
 
-func forgetLocalMembers(o overlay, room string) { delete(batchOf(o.tx).members, room) }
+// dropLocalMember and putLocalMember keep a room's member list of this
+// batch, if it was read, in step with the member rows (a join storm would
+// otherwise read the whole list again for every join). Lists stay sorted
+// by user, as read; applyEvent is done with a list before its state
+// changes are applied, so it may be changed in place.
+func dropLocalMember(o overlay, room, user string) {
+	b := batchOf(o.tx)
+	list, ok := b.members[room]
+	if !ok {
+		return
+	}
+	i, found := slices.BinarySearchFunc(list, user, func(m localMember, u string) int { return strings.Compare(m.user, u) })
+	if found {
+		b.members[room] = slices.Delete(list, i, i+1)
+	}
+}
+
+func putLocalMember(o overlay, room string, m localMember) error {
+	b := batchOf(o.tx)
+	list, ok := b.members[room]
+	if !ok {
+		return nil
+	}
+	_, custom, err := o.get(pushRulesKey(m.user))
+	if err != nil {
+		return err
+	}
+	m.custom = custom
+	i, found := slices.BinarySearchFunc(list, m.user, func(x localMember, u string) int { return strings.Compare(x.user, u) })
+	if found {
+		list[i] = m
+	} else {
+		list = slices.Insert(list, i, m)
+	}
+	b.members[room] = list
+	return nil
+}
