@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"sort"
@@ -200,29 +201,51 @@ func (st *syncState) strippedRoom(room string, m projections.Member, key string)
 	if key == "invite_state" && st.ignoredUsers()[own.Sender] {
 		return nil, nil
 	}
-	var recs []*projections.EventRecord
-	for _, t := range strippedTypes {
-		id, err := s.store.StateEvent(room, t, "")
-		if err != nil {
-			continue
+	// The stripped state: the room's, when this server takes part in it;
+	// otherwise what the inviting or knocked-at server sent with the
+	// membership (kept in its unsigned).
+	var pdus [][]byte
+	if _, err := s.store.RoomVersion(room); err == nil {
+		for _, t := range strippedTypes {
+			id, err := s.store.StateEvent(room, t, "")
+			if err != nil {
+				continue
+			}
+			if rec, _, err := s.store.Event(id); err == nil {
+				pdus = append(pdus, rec.PDU)
+			}
 		}
-		if rec, _, err := s.store.Event(id); err == nil {
-			recs = append(recs, rec)
+	} else {
+		var u struct {
+			Unsigned struct {
+				Invite []json.RawMessage `json:"invite_room_state"`
+				Knock  []json.RawMessage `json:"knock_room_state"`
+			} `json:"unsigned"`
+		}
+		if json.Unmarshal(own.PDU, &u) == nil {
+			for _, e := range append(u.Unsigned.Invite, u.Unsigned.Knock...) {
+				pdus = append(pdus, e)
+			}
 		}
 	}
-	recs = append(recs, own)
+	pdus = append(pdus, own.PDU)
 	b := appendJSONString(make([]byte, 0, 512), room)
 	b = append(b, `:{"`...)
 	b = append(b, key...)
 	b = append(b, `":{"events":[`...)
-	for i, rec := range recs {
+	n := 0
+	for i, pdu := range pdus {
 		var v pduView
-		if err := json.Unmarshal(rec.PDU, &v); err != nil {
-			return nil, err
+		if err := json.Unmarshal(pdu, &v); err != nil || v.Type == "" {
+			if i < len(pdus)-1 {
+				continue // a stripped event another server sent us
+			}
+			return nil, fmt.Errorf("api: membership event %s: %v", own.EventID, err)
 		}
-		if i > 0 {
+		if n > 0 {
 			b = append(b, ',')
 		}
+		n++
 		if len(v.Content) == 0 {
 			v.Content = json.RawMessage("{}")
 		}
@@ -238,9 +261,9 @@ func (st *syncState) strippedRoom(room string, m projections.Member, key string)
 		b = appendJSONString(b, sk)
 		b = append(b, `,"type":`...)
 		b = appendJSONString(b, v.Type)
-		if rec == own {
+		if i == len(pdus)-1 {
 			b = append(b, `,"event_id":`...)
-			b = appendJSONString(b, rec.EventID)
+			b = appendJSONString(b, own.EventID)
 			b = append(b, `,"origin_server_ts":`...)
 			b = strconv.AppendInt(b, v.OriginServerTS, 10)
 		}

@@ -90,7 +90,7 @@ func (f *Federation) knockVia(room, user, srv string, extra json.RawMessage) (st
 	if err := f.client.Do(ctx, srv, "PUT", path, json.RawMessage(ev.Raw), &sk); err != nil {
 		return "", err
 	}
-	if _, err := f.rooms.RecordRemoteMembership(ev); err != nil {
+	if _, err := f.rooms.RecordRemoteMembership(withStrippedState(ev, "knock_room_state", sk.KnockRoomState)); err != nil {
 		return "", err
 	}
 	return ev.ID, nil

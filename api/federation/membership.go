@@ -132,8 +132,9 @@ func (f *Federation) Invite(room, sender, target string, content json.RawMessage
 // it; the invite shows in the invitee's /sync.
 func (f *Federation) handleInvite(r *req) error {
 	var body struct {
-		RoomVersion string          `json:"room_version"`
-		Event       json.RawMessage `json:"event"`
+		RoomVersion string            `json:"room_version"`
+		Event       json.RawMessage   `json:"event"`
+		State       []json.RawMessage `json:"invite_room_state"`
 	}
 	if err := json.Unmarshal(r.body, &body); err != nil || len(body.Event) == 0 {
 		return ferr(400, "M_BAD_JSON", "Invalid invite")
@@ -187,7 +188,7 @@ func (f *Federation) handleInvite(r *req) error {
 		if _, err := f.rooms.Receive(signed); err != nil {
 			f.logger.Debug("invite not sequenced", "event", ev.ID, "err", err)
 		}
-	} else if _, err := f.rooms.RecordRemoteMembership(signed); err != nil {
+	} else if _, err := f.rooms.RecordRemoteMembership(withStrippedState(signed, "invite_room_state", body.State)); err != nil {
 		return roomErr(err)
 	}
 	return r.json(map[string]any{"event": json.RawMessage(signed.Raw)})
@@ -405,4 +406,58 @@ func (f *Federation) handlePublicRooms(r *req) error {
 	b, status := f.publicRooms(q, body)
 	r.raw(status, b)
 	return nil
+}
+
+// maxStrippedState bounds the stripped state kept with a membership of a
+// room this server is not in (the spec's list has six types; a few
+// servers send more).
+const maxStrippedState = 50
+
+// withStrippedState keeps the stripped state another server sent with an
+// invite or a knock in the event's unsigned, where /sync finds it for the
+// invite_state or knock_state of a room this server is not in (unsigned is
+// covered by neither the hashes nor the signatures). Entries that are not
+// stripped state events are dropped; ev is returned as it was if nothing
+// is kept.
+func withStrippedState(ev *dag.Event, key string, state []json.RawMessage) *dag.Event {
+	var kept []json.RawMessage
+	for _, e := range state {
+		var v struct {
+			Type     string          `json:"type"`
+			StateKey *string         `json:"state_key"`
+			Sender   string          `json:"sender"`
+			Content  json.RawMessage `json:"content"`
+		}
+		if json.Unmarshal(e, &v) != nil || v.Type == "" || v.StateKey == nil || len(v.Content) == 0 || v.Content[0] != '{' {
+			continue
+		}
+		if b, err := json.Marshal(v); err == nil {
+			kept = append(kept, b)
+		}
+		if len(kept) == maxStrippedState {
+			break
+		}
+	}
+	if len(kept) == 0 {
+		return ev
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(ev.Raw, &top) != nil {
+		return ev
+	}
+	unsigned := map[string]json.RawMessage{}
+	if u, ok := top["unsigned"]; ok {
+		_ = json.Unmarshal(u, &unsigned)
+	}
+	unsigned[key], _ = json.Marshal(kept)
+	top["unsigned"], _ = json.Marshal(unsigned)
+	raw, err := json.Marshal(top)
+	if err != nil {
+		return ev
+	}
+	out, err := dag.ParseEvent(raw, ev.Version)
+	if err != nil || out.ID != ev.ID {
+		return ev
+	}
+	return out
 }

@@ -268,10 +268,11 @@ func TestFederationRemoteInviteAndKnock(t *testing.T) {
 		if code, err := call("POST", a.client+"/_matrix/client/v3/createRoom", alice, body, &cr); err != nil || code != 200 {
 			t.Fatalf("createRoom: %d %v", code, err)
 		}
-		eventually(t, "bob's invite in his sync on B", func() bool {
+		eventually(t, "bob's invite in his sync on B, with the room's name", func() bool {
 			s := syncBody(b, bob)
 			i := strings.Index(s, `"invite":{`)
-			return i >= 0 && strings.Contains(s[i:], cr.RoomID)
+			// The stripped state A sent with the invite (invite_room_state).
+			return i >= 0 && strings.Contains(s[i:], cr.RoomID) && strings.Contains(s[i:], `"for bob"`) && strings.Contains(s[i:], `"m.room.create"`)
 		})
 		joinVia(t, b, bob, cr.RoomID, a.name)
 		eventually(t, "A to see bob joined", func() bool { return membership(a, alice, cr.RoomID, bobID) == "join" })
@@ -302,7 +303,7 @@ func TestFederationRemoteInviteAndKnock(t *testing.T) {
 		eventually(t, "the knock in dave's sync on B", func() bool {
 			s := syncBody(b, dave)
 			i := strings.Index(s, `"knock":{`)
-			return i >= 0 && strings.Contains(s[i:], room) && strings.Contains(s[i:], `"knock_state"`)
+			return i >= 0 && strings.Contains(s[i:], room) && strings.Contains(s[i:], `"knock_state"`) && strings.Contains(s[i:], `"m.room.join_rules"`)
 		})
 		// A's admin accepts the knock with an invite; dave joins.
 		if code, err := call("POST", a.client+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", alice, map[string]any{"user_id": daveID}, nil); err != nil || code != 200 {
