@@ -741,7 +741,7 @@ func (s *Server) sendEvent(r *Req) error {
 		redacts = c.Redacts
 	}
 	txn := txnKey(r.User, r.Device, room, r.Param("txnId"))
-	if bytes.Contains(content, []byte(`"m.relates_to"`)) {
+	if mayRelate(content) {
 		// Unless it is a retry of a stored send, check its relation (a
 		// retry of a send that already made an annotation must not count
 		// as a duplicate). Without a relation there is nothing to check:

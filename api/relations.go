@@ -527,7 +527,7 @@ const maxAnnotationKey = 500
 // It is meant for the send path (PUT /send); events without a
 // relationship pass untouched.
 func (s *Server) validateRelation(room, sender, typ string, content []byte) error {
-	if !bytes.Contains(content, []byte(`"m.relates_to"`)) {
+	if !mayRelate(content) {
 		return nil
 	}
 	var c struct {
@@ -572,4 +572,10 @@ func (s *Server) validateRelation(room, sender, typ string, content []byte) erro
 		}
 	}
 	return nil
+}
+
+// mayRelate reports whether event content can hold an m.relates_to: the
+// key spelled plainly, or any escape (which could spell it otherwise).
+func mayRelate(content []byte) bool {
+	return bytes.Contains(content, []byte(`"m.relates_to"`)) || bytes.IndexByte(content, '\\') >= 0
 }

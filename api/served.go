@@ -113,7 +113,7 @@ func (t *servedTracker) advance(s *Server, last uint64) {
 	}
 	type mark struct {
 		key  string
-		kind byte // 't' touched, 'r' redaction in room, 's' state change in room
+		kind byte // 't' event related to, 'R' relation in room, 'r' redaction in room, 's' state change in room, 'm' membership change (key room\x00user)
 		seq  uint64
 	}
 	var marks []mark

@@ -63,15 +63,10 @@ func (e *EventRecord) EncodeMsgpack(enc *msgpack.Encoder) error {
 // DecodeMsgpack implements msgpack.CustomDecoder.
 func (e *EventRecord) DecodeMsgpack(dec *msgpack.Decoder) error { return e.decode(dec, false) }
 
-// eventHeader decodes an EventRecord without its PDU bytes: projections fold
-// only the derived fields, so apply and replay skip the largest field.
-type eventHeader struct{ EventRecord }
-
-// DecodeMsgpack implements msgpack.CustomDecoder.
-func (h *eventHeader) DecodeMsgpack(dec *msgpack.Decoder) error { return h.decode(dec, true) }
-
 // decodeForApply decodes a record for the projections: event records come
-// without their PDU bytes.
+// without their PDU bytes, except those of the types in pduTypes (the
+// fields derived from the PDU are what most folds read, and apply and
+// replay skip the largest field).
 func decodeForApply(rec log.Record) (any, error) {
 	if rec.Kind != KindEvent || rec.Version != 1 {
 		return Decode(rec)

@@ -11,6 +11,13 @@ import (
 
 func noPDUs(string) bool { return false }
 
+// eventHeader decodes an EventRecord without its PDU bytes with the msgpack
+// decoder: the reference decodeEvent without PDUs is compared with.
+type eventHeader struct{ EventRecord }
+
+// DecodeMsgpack implements msgpack.CustomDecoder.
+func (h *eventHeader) DecodeMsgpack(dec *msgpack.Decoder) error { return h.decode(dec, true) }
+
 // checkDecodeEvent: decodeEvent agrees with the msgpack decoder
 // (EventRecord.DecodeMsgpack, eventHeader without the PDU) on body.
 func checkDecodeEvent(t *testing.T, body []byte) {

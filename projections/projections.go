@@ -104,7 +104,7 @@ type Tx struct {
 	kbuf []byte
 	// memo caches what Get read in this batch, kept current by Set and
 	// Delete: a projection that reads the same rows for many records of a
-	// batch (push counters and rules for every member of a busy room) pays
+	// batch (push room info, member rows and rules, for every event of a busy room) pays
 	// for one read. Only keys read before are tracked, so it stays small.
 	memo map[string]memoEntry
 	// scratch is per-batch space for a projection's own derived caches
@@ -322,8 +322,6 @@ func (s *Set) Reset(l *log.Log, db *pebble.DB) error {
 	}
 	return s.CatchUp(l, db)
 }
-
-var errChunkFull = errors.New("projections: chunk full")
 
 // replay folds the log from position from into db. One goroutine reads and
 // decodes; every projection then folds the same decoded chunks in its own

@@ -176,8 +176,8 @@ func readPosKey(user, room, thread string) []byte {
 	return append(appendStr(appendStr(append(k, 'R'), user), room), thread...)
 }
 
-// NeedsRead: events and receipts read rules, members, counters and
-// positions.
+// NeedsRead: events and receipts read accounts, rules, room info, members
+// and read positions.
 func (Push) NeedsRead(v any) bool {
 	switch r := v.(type) {
 	case *EventRecord:
@@ -811,8 +811,8 @@ func advanceRead(o overlay, user, room, thread string, pos uint64) error {
 }
 
 // overlay is the push fold's access to its rows: the Tx, whose reads see
-// the writes before them (live apply, Follow and replay fold reading
-// records in indexed batches).
+// the writes before them (live apply folds in an indexed batch, replay
+// folds reading records in indexed batches).
 type overlay struct{ tx *Tx }
 
 func newOverlay(tx *Tx) overlay { return overlay{tx} }

@@ -154,7 +154,6 @@ func (Membership) ID() byte     { return 'm' }
 func (Membership) Name() string { return "membership" }
 
 func roomMemberKey(room, user string) []byte { return append(appendStr([]byte{'r'}, room), user...) }
-func userRoomKey(user, room string) []byte   { return append(appendStr([]byte{'u'}, user), room...) }
 
 func (Membership) Apply(tx *Tx, seq uint64, v any) error {
 	r, ok := v.(*EventRecord)
@@ -198,10 +197,6 @@ type Timeline struct{}
 func (Timeline) ID() byte     { return 't' }
 func (Timeline) Name() string { return "timeline" }
 
-func timelineKey(room string, seq uint64) []byte {
-	return appendU64(appendStr([]byte{'t'}, room), seq)
-}
-
 func changeKey(seq uint64) []byte { return appendU64([]byte{'c'}, seq) }
 
 func (Timeline) Apply(tx *Tx, seq uint64, v any) error {
@@ -224,8 +219,6 @@ type Extremities struct{}
 
 func (Extremities) ID() byte     { return 'f' }
 func (Extremities) Name() string { return "extremities" }
-
-func extremityKey(room, id string) []byte { return append(appendStr([]byte{'f'}, room), id...) }
 
 func (Extremities) Apply(tx *Tx, _ uint64, v any) error {
 	r, ok := v.(*EventRecord)

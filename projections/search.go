@@ -66,11 +66,6 @@ func searchRoomPrefix(room string, field byte) []byte {
 	return append(appendStr([]byte{'w'}, room), field)
 }
 
-func searchKey(room string, field byte, tok string, seq uint64) []byte {
-	k := append(searchRoomPrefix(room, field), tok...)
-	return appendU64(append(k, 0), seq)
-}
-
 // searchField returns the field an event is indexed under and the member
 // of its content that holds the text.
 func searchField(r *EventRecord) (byte, string, bool) {

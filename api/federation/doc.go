@@ -38,10 +38,15 @@
 //   - Server ACLs are checked on every authenticated request naming a room,
 //     on each PDU of a transaction, and on m.typing EDUs.
 //
+//   - Client-side history: Backfill fetches a room's events older than
+//     what this server holds (/backfill) for the client API's /messages
+//     (backfill.go); Knock knocks on rooms this server is not in, and
+//     /hierarchy and OpenID userinfo are served (hierarchy.go, openid.go).
+//
 // Simplifications (see the report in docs): remote keys are cached in
 // memory only (a server that cannot be reached is asked of the notaries in
-// trusted_key_servers); transaction answers are deduplicated in memory only; clients do not
-// backfill over federation.
+// trusted_key_servers); transaction answers are deduplicated in memory
+// only.
 //
 // History visibility for servers: the room reads (/event, /state, /backfill,
 // ...) need a joined member of the requesting server, or a world_readable

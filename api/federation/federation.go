@@ -40,7 +40,7 @@ type Federation struct {
 	client   *Client
 	keys     *KeyRing
 	sender   *Sender
-	inflight sync.WaitGroup // requests being handled
+	inflight inflight // requests being handled
 	httpMu   sync.Mutex
 	http     *fasthttp.Server
 	shutDown bool

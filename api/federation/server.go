@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -97,8 +98,11 @@ func (f *Federation) routes() []route {
 func (f *Federation) Handler() fasthttp.RequestHandler {
 	rs := f.routes()
 	return func(ctx *fasthttp.RequestCtx) {
-		f.inflight.Add(1)
-		defer f.inflight.Done()
+		if !f.inflight.enter() {
+			writeErr(ctx, ferr(503, "M_UNKNOWN", "Server is shutting down"))
+			return
+		}
+		defer f.inflight.leave()
 		defer func() {
 			if p := recover(); p != nil {
 				f.logger.Error("federation handler panic", "path", string(ctx.Path()), "panic", p)
@@ -240,12 +244,59 @@ func (f *Federation) Shutdown() {
 	// Handlers still running (an inbound transaction fetching missing
 	// events) use the store, which the caller closes next: wait for them,
 	// bounded by the federation client's timeouts.
-	done := make(chan struct{})
-	go func() { f.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
+	if !f.inflight.drain(30 * time.Second) {
 		f.logger.Warn("federation: handlers still running at shutdown")
+	}
+}
+
+// inflight counts the requests being handled; once draining, it turns new
+// ones away (a WaitGroup may not grow while someone waits on it).
+type inflight struct {
+	mu      sync.Mutex
+	n       int
+	closing bool
+	idle    chan struct{} // closed when n drops to 0 while closing
+}
+
+func (c *inflight) enter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	c.n++
+	return true
+}
+
+func (c *inflight) leave() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n--
+	if c.n == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+}
+
+// drain turns new requests away and waits up to timeout for the running
+// ones; it reports whether they all finished.
+func (c *inflight) drain(timeout time.Duration) bool {
+	c.mu.Lock()
+	c.closing = true
+	if c.n == 0 {
+		c.mu.Unlock()
+		return true
+	}
+	if c.idle == nil {
+		c.idle = make(chan struct{})
+	}
+	idle := c.idle
+	c.mu.Unlock()
+	select {
+	case <-idle:
+		return true
+	case <-time.After(timeout):
+		return false
 	}
 }
 
