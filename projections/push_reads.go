@@ -274,35 +274,16 @@ func (s *Store) UnreadCounts(user, room string) (map[string]Counts, error) {
 	} else {
 		st.upto = max(join, pos[""])
 	}
-	var derr error
-	lo, hi, _ := seqRange(entryPrefix(room), st.upto, ^uint64(0))
-	err = s.scan(PushID, lo, hi, false, func(k, v []byte) bool {
-		seq := binary.BigEndian.Uint64(k[len(k)-8:])
+	err = s.scanEntries(room, st.upto, ^uint64(0), false, func(seq uint64, h *entryHead, _ []byte) (bool, error) {
 		st.upto = seq
-		h, err := readHead(v)
-		if err != nil {
-			derr = err
-			return false
-		}
 		t := threadKeyOf(h.thread)
 		if seq <= st.effective(pos, t) {
-			return true
+			return true, nil
 		}
 		f, _, err := h.outcome(seq, user, join)
-		if err != nil {
-			derr = err
-			return false
-		}
-		if f&entryNotify != 0 {
-			c := st.counts[t]
-			c.add(f, 1)
-			st.counts[t] = c
-		}
-		return true
+		st.count(t, f, 1)
+		return true, err
 	})
-	if err == nil {
-		err = derr
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -339,33 +320,49 @@ func (s *Store) uncount(st, prev *unreadState, user, room string) error {
 	if hi <= lo {
 		return nil
 	}
-	var derr error
-	from, to, _ := seqRange(entryPrefix(room), lo, hi)
-	err := s.scan(PushID, from, to, false, func(k, v []byte) bool {
-		seq := binary.BigEndian.Uint64(k[len(k)-8:])
-		h, err := readHead(v)
-		if err != nil {
-			derr = err
-			return false
-		}
+	return s.scanEntries(room, lo, hi, false, func(seq uint64, h *entryHead, _ []byte) (bool, error) {
 		t := threadKeyOf(h.thread)
 		if seq <= prev.effective(prev.pos, t) || seq > st.effective(st.pos, t) {
-			return true
+			return true, nil
 		}
 		f, _, err := h.outcome(seq, user, st.join)
-		if err != nil {
-			derr = err
-			return false
+		st.count(t, f, -1)
+		return true, err
+	})
+}
+
+// count adds n times an entry's flags f to the counts of thread t.
+func (st *unreadState) count(t string, f byte, n int64) {
+	if f&entryNotify != 0 {
+		c := st.counts[t]
+		c.add(f, n)
+		st.counts[t] = c
+	}
+}
+
+// scanEntries calls fn for a room's notification entries at positions in
+// (after, upto], oldest first or newest first, until fn returns false or
+// an error.
+func (s *Store) scanEntries(room string, after, upto uint64, backwards bool, fn func(seq uint64, h *entryHead, v []byte) (bool, error)) error {
+	lo, hi, ok := seqRange(entryPrefix(room), after, upto)
+	if !ok {
+		return nil
+	}
+	var ferr error
+	err := s.scan(PushID, lo, hi, backwards, func(k, v []byte) bool {
+		seq := binary.BigEndian.Uint64(k[len(k)-8:])
+		h, err := readHead(v)
+		if err == nil {
+			var more bool
+			if more, err = fn(seq, &h, v); err == nil {
+				return more
+			}
 		}
-		if f&entryNotify != 0 {
-			c := st.counts[t]
-			c.add(f, -1)
-			st.counts[t] = c
-		}
-		return true
+		ferr = err
+		return false
 	})
 	if err == nil {
-		err = derr
+		err = ferr
 	}
 	return err
 }
@@ -439,33 +436,14 @@ func (s *Store) Notifications(user string, after, upto uint64, backwards bool, f
 	const page = 64
 	var cursors []*cursor
 	fill := func(c *cursor, after, upto uint64) error {
-		lo, hi, ok := seqRange(entryPrefix(c.room), after, upto)
-		if !ok {
-			return nil
-		}
-		var derr error
-		err := s.scan(PushID, lo, hi, backwards, func(k, v []byte) bool {
-			seq := binary.BigEndian.Uint64(k[len(k)-8:])
-			h, err := readHead(v)
-			if err != nil {
-				derr = err
-				return false
-			}
+		return s.scanEntries(c.room, after, upto, backwards, func(seq uint64, h *entryHead, v []byte) (bool, error) {
 			f, _, err := h.outcome(seq, user, c.join)
-			if err != nil {
-				derr = err
-				return false
-			}
 			if f&entryNotify != 0 {
 				c.items = append(c.items, seq)
 				c.vals = append(c.vals, append([]byte(nil), v...))
 			}
-			return len(c.items) < page
+			return len(c.items) < page, err
 		})
-		if err == nil {
-			err = derr
-		}
-		return err
 	}
 	for _, r := range rooms {
 		if r.Membership != MemberJoin && r.Membership != MemberInvite {

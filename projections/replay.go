@@ -226,7 +226,7 @@ func (rp *replayer) chunk(n int, at func(k int) (uint64, any)) error {
 		}
 		rp.last = seq
 		if rp.b.Len()+rp.w.size() > maxBatchBytes && k < n-1 {
-			// Bound memory: a batch of a busy room's push rows grows fast.
+			// Bound memory: a chunk of large records makes a large batch.
 			if err := rp.commit(); err != nil {
 				return err
 			}
