@@ -40,6 +40,7 @@ func (f *Federation) handleMakeMembership(membership string) func(*req) error {
 		if dag.ServerName(user) != r.origin {
 			return ferr(403, "M_FORBIDDEN", "User is not from the requesting server")
 		}
+		content := map[string]string{"membership": membership}
 		if membership == "join" {
 			vid, err := f.store.RoomVersion(room)
 			if err != nil {
@@ -57,9 +58,16 @@ func (f *Federation) handleMakeMembership(membership string) func(*req) error {
 				r.raw(400, b)
 				return nil
 			}
+			via, err := f.restrictedJoin(room, user, dag.Version(vid))
+			if err != nil {
+				return err
+			}
+			if via != "" {
+				content["join_authorised_via_users_server"] = via
+			}
 		}
-		content, _ := json.Marshal(map[string]string{"membership": membership})
-		tmpl, vid, err := f.rooms.MakeTemplate(room, user, "m.room.member", &user, content)
+		cb, _ := json.Marshal(content)
+		tmpl, vid, err := f.rooms.MakeTemplate(room, user, "m.room.member", &user, cb)
 		if err != nil {
 			return roomErr(err)
 		}
@@ -100,6 +108,12 @@ func (f *Federation) acceptMembership(r *req, membership string) (*dag.Event, er
 	}
 	if dag.ServerName(ev.Sender) != r.origin {
 		return nil, ferr(403, "M_FORBIDDEN", "Sender is not from the requesting server")
+	}
+	if membership == "join" {
+		// Our signature first: a restricted join must carry it to verify.
+		if ev, err = f.countersignJoin(ev); err != nil {
+			return nil, err
+		}
 	}
 	if ev, err = f.keys.VerifyEvent(ev); err != nil {
 		return nil, ferr(403, "M_FORBIDDEN", "Bad signature: "+err.Error())

@@ -209,9 +209,11 @@ func TestFederationKeyRotationSpacesOpenID(t *testing.T) {
 	space := mk(`{"preset":"public_chat","name":"S","creation_content":{"type":"m.space"}}`)
 	pub := mk(`{"preset":"public_chat","name":"R"}`)
 	priv := mk(`{"preset":"private_chat","name":"P"}`)
-	for _, child := range []string{pub, priv} {
+	// Ordered explicitly: without "order", children sent in the same
+	// millisecond are ordered by room ID.
+	for i, child := range []string{pub, priv} {
 		u := a.client + "/_matrix/client/v3/rooms/" + url.PathEscape(space) + "/state/m.space.child/" + url.PathEscape(child)
-		if code, err := call("PUT", u, alice, map[string]any{"via": []string{a.name}}, nil); err != nil || code != 200 {
+		if code, err := call("PUT", u, alice, map[string]any{"via": []string{a.name}, "order": string(rune('a' + i))}, nil); err != nil || code != 200 {
 			t.Fatalf("m.space.child: %d %v", code, err)
 		}
 	}
