@@ -6,13 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"engram/dag"
@@ -236,7 +233,7 @@ func appendPDUList(b []byte, recs []*projections.EventRecord) []byte {
 func (f *Federation) records(ids []string) ([]*projections.EventRecord, error) {
 	out := make([]*projections.EventRecord, len(ids))
 	errs := make([]error, len(ids))
-	forEach(len(ids), func(i int) {
+	rooms.Parallel(len(ids), func(i int) {
 		rec, _, err := f.store.Event(ids[i])
 		if err != nil {
 			if !errors.Is(err, projections.ErrNotFound) {
@@ -250,35 +247,6 @@ func (f *Federation) records(ids []string) ([]*projections.EventRecord, error) {
 		return nil, err
 	}
 	return out, nil
-}
-
-// forEach runs fn(0..n-1) on every core; small n runs inline.
-func forEach(n int, fn func(i int)) {
-	workers := runtime.GOMAXPROCS(0)
-	if n < 256 || workers < 2 {
-		for i := 0; i < n; i++ {
-			fn(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				lo := int(next.Add(64)) - 64
-				if lo >= n {
-					return
-				}
-				for i := lo; i < min(lo+64, n); i++ {
-					fn(i)
-				}
-			}
-		}()
-	}
-	wg.Wait()
 }
 
 func (f *Federation) handleSendLeave(r *req) error {
@@ -317,7 +285,7 @@ func (f *Federation) verifyPDUs(stateRaw, chainRaw []json.RawMessage, ver *dag.R
 		}
 	}
 	evs := make([]*dag.Event, len(raws))
-	forEach(len(raws), func(i int) {
+	rooms.Parallel(len(raws), func(i int) {
 		if dup[i] >= 0 {
 			return
 		}

@@ -165,7 +165,7 @@ func (s *Sequencer) CurrentState(room string) (stateres.StateMap, string, error)
 func (s *Sequencer) AuthChain(ids []string) ([]string, error) {
 	held := s.heldEvents(ids)
 	auths := make([][]string, len(ids))
-	parallel(len(ids), func(i int) {
+	Parallel(len(ids), func(i int) {
 		if ev, ok := held[ids[i]]; ok {
 			auths[i] = authOf(ev)
 			return
@@ -244,8 +244,9 @@ func (s *Sequencer) heldEvents(ids []string) map[string]*dag.Event {
 	return m
 }
 
-// parallel runs fn(0..n-1) on every core; small n runs inline.
-func parallel(n int, fn func(i int)) {
+// Parallel runs fn(0..n-1) on every core; small n runs inline. The join
+// paths of both sides use it (verifying and encoding thousands of events).
+func Parallel(n int, fn func(i int)) {
 	workers := runtime.GOMAXPROCS(0)
 	if n < 256 || workers < 2 {
 		for i := 0; i < n; i++ {
@@ -412,7 +413,7 @@ func (s *Sequencer) appendJoin(recs []*projections.EventRecord) error {
 	}
 	out := make([]logRecord, len(recs))
 	errs := make([]error, len(recs))
-	parallel(len(recs), func(i int) { out[i], errs[i] = projections.Encode(recs[i]) })
+	Parallel(len(recs), func(i int) { out[i], errs[i] = projections.Encode(recs[i]) })
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -545,7 +546,7 @@ func checkAuthLevels(levels [][]*dag.Event, byID map[string]*dag.Event) map[stri
 	// events are all of lower levels) and written between levels.
 	for _, evs := range levels {
 		ok := make([]bool, len(evs))
-		parallel(len(evs), func(i int) {
+		Parallel(len(evs), func(i int) {
 			as, err := stateres.CheckAuthEvents(evs[i], fetch, rejected)
 			if err == nil {
 				err = stateres.Allowed(evs[i], as)
