@@ -169,24 +169,16 @@ func membership(n *fedNode, token, room, user string) string {
 	return out.Membership
 }
 
-func TestFederation(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three servers")
-	}
+// startFedNodes starts one engram per loopback IP, each with its own server
+// name and a certificate of a test CA made here, and returns them with the
+// CA file. They are stopped when the test ends, their logs shown if it
+// failed.
+func startFedNodes(t *testing.T, ips ...string) ([]*fedNode, string) {
+	t.Helper()
 	dir := t.TempDir()
-	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
 	caFile, certs, keys := testCA(t, dir, ips)
-	nodes := make([]*fedNode, 3)
-	for i, ip := range ips {
-		fed, cl := freeAddrOn(t, ip), freeAddrOn(t, ip)
-		n := &fedNode{t: t, name: fed, ip: ip, dir: filepath.Join(dir, ip), client: "http://" + cl, clientLn: cl}
-		n.args = []string{"serve", "--server-name", fed, "--data-dir", n.dir, "--client-listen", cl,
-			"--federation-listen", fed, "--tls-cert", certs[i], "--tls-key", keys[i], "--federation-ca", caFile,
-			"--enable-registration", "--log-level", "warn"}
-		n.start()
-		nodes[i] = n
-	}
-	defer func() {
+	var nodes []*fedNode
+	t.Cleanup(func() { // also after a failed start: stop those running
 		for _, n := range nodes {
 			n.stop()
 		}
@@ -195,7 +187,24 @@ func TestFederation(t *testing.T) {
 				t.Logf("logs of %s:\n%s", n.name, n.logs)
 			}
 		}
-	}()
+	})
+	for i, ip := range ips {
+		fed, cl := freeAddrOn(t, ip), freeAddrOn(t, ip)
+		n := &fedNode{t: t, name: fed, ip: ip, dir: filepath.Join(dir, ip), client: "http://" + cl, clientLn: cl}
+		n.args = []string{"serve", "--server-name", fed, "--data-dir", n.dir, "--client-listen", cl,
+			"--federation-listen", fed, "--tls-cert", certs[i], "--tls-key", keys[i], "--federation-ca", caFile,
+			"--enable-registration", "--log-level", "warn"}
+		nodes = append(nodes, n)
+		n.start()
+	}
+	return nodes, caFile
+}
+
+func TestFederation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	nodes, _ := startFedNodes(t, "127.0.0.2", "127.0.0.3", "127.0.0.4")
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	alice, bob, carol := register(t, a.client, "alice"), register(t, b.client, "bob"), register(t, c.client, "carol")
 	aliceID, bobID := "@alice:"+a.name, "@bob:"+b.name

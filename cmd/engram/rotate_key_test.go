@@ -167,29 +167,7 @@ func TestFederationKeyRotationSpacesOpenID(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two servers")
 	}
-	dir := t.TempDir()
-	ips := []string{"127.0.0.5", "127.0.0.6"}
-	caFile, certs, keys := testCA(t, dir, ips)
-	nodes := make([]*fedNode, 2)
-	for i, ip := range ips {
-		fed, cl := freeAddrOn(t, ip), freeAddrOn(t, ip)
-		n := &fedNode{t: t, name: fed, ip: ip, dir: filepath.Join(dir, ip), client: "http://" + cl, clientLn: cl}
-		n.args = []string{"serve", "--server-name", fed, "--data-dir", n.dir, "--client-listen", cl,
-			"--federation-listen", fed, "--tls-cert", certs[i], "--tls-key", keys[i], "--federation-ca", caFile,
-			"--enable-registration", "--log-level", "warn"}
-		n.start()
-		nodes[i] = n
-	}
-	defer func() {
-		for _, n := range nodes {
-			n.stop()
-		}
-		if t.Failed() {
-			for _, n := range nodes {
-				t.Logf("logs of %s:\n%s", n.name, n.logs)
-			}
-		}
-	}()
+	nodes, caFile := startFedNodes(t, "127.0.0.5", "127.0.0.6")
 	a, b := nodes[0], nodes[1]
 	alice, bob := register(t, a.client, "alice"), register(t, b.client, "bob")
 	aliceID := "@alice:" + a.name
