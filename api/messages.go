@@ -326,23 +326,27 @@ func (s *Server) roomEvent(room, id string) (*projections.EventRecord, uint64, e
 	return rec, seq, nil
 }
 
+// readableEvent finds an event of a room (projections.ErrNotFound if the
+// room has none with that ID) and whether user may see it.
+func (s *Server) readableEvent(user, room, id string) (*projections.EventRecord, uint64, bool, error) {
+	rec, seq, err := s.roomEvent(room, id)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	vis, err := s.visibleAny(user, room, []uint64{seq})
+	return rec, seq, len(vis) > 0, err
+}
+
 // getEvent serves GET /rooms/{roomId}/event/{eventId}: "404: The event was
 // not found or you do not have permission to read this event."
 func (s *Server) getEvent(r *Req) error {
 	room := r.Param("roomId")
-	rec, seq, err := s.roomEvent(room, r.Param("eventId"))
-	if errors.Is(err, projections.ErrNotFound) {
+	rec, seq, visible, err := s.readableEvent(r.User, room, r.Param("eventId"))
+	if errors.Is(err, projections.ErrNotFound) || (err == nil && !visible) {
 		return errNotFound("Event not found")
 	}
 	if err != nil {
 		return err
-	}
-	vis, err := s.visibleAny(r.User, room, []uint64{seq})
-	if err != nil {
-		return err
-	}
-	if len(vis) == 0 {
-		return errNotFound("Event not found")
 	}
 	r.raw(200, s.appendServedEvent(nil, rec, seq, r.User, r.Device, nowMS()))
 	return nil
@@ -362,18 +366,14 @@ func (s *Server) eventContext(r *Req) error {
 	if e != nil {
 		return e
 	}
-	rec, seq, err := s.roomEvent(room, r.Param("eventId"))
+	rec, seq, visible, err := s.readableEvent(r.User, room, r.Param("eventId"))
 	if errors.Is(err, projections.ErrNotFound) {
 		return errNotFound("Event not found")
 	}
 	if err != nil {
 		return err
 	}
-	vis, err := s.visibleAny(r.User, room, []uint64{seq})
-	if err != nil {
-		return err
-	}
-	if len(vis) == 0 {
+	if !visible {
 		return errForbidden("You don't have permission to access that event.")
 	}
 	if ord, ok, err := s.store.BackfillOrd(rec.EventID); err != nil {

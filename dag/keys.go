@@ -152,9 +152,19 @@ func SaveSigningKey(path string, k SigningKey) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".signing.key-*")
-	if err != nil {
+	if err := WriteKeyFile(path, data); err != nil {
 		return fmt.Errorf("dag: save signing key: %w", err)
+	}
+	return nil
+}
+
+// WriteKeyFile writes a key file readable only by its owner through a
+// synced temporary file and a rename, so a crash leaves the old or the new
+// content, never a mix.
+func WriteKeyFile(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
 	}
 	tmp := f.Name()
 	_, err = f.Write(data)
@@ -172,7 +182,6 @@ func SaveSigningKey(path string, k SigningKey) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("dag: save signing key: %w", err)
 	}
-	return nil
+	return err
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -100,34 +99,6 @@ func loadOldKeys(keyPath string) ([]federation.OldKey, error) {
 	return keys, nil
 }
 
-// writeFileAtomic writes a file readable only by its owner through a
-// synced temporary file and a rename, so a crash leaves the old or the new
-// content, never a mix.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
-
 // rotateKey runs `engram rotate-key [--config FILE] [--data-dir DIR]
 // [--signing-key-path FILE]`: the key file is found as serve finds it
 // (file, then ENGRAM_* environment, then flags).
@@ -204,7 +175,7 @@ func rotateSigningKey(keyPath string, now time.Time) (old, fresh dag.SigningKey,
 	if !known {
 		retired = append(retired, federation.OldKey{ID: old.ID, Public: old.Public(), ExpiredTS: now.UnixMilli()})
 	}
-	if err := writeFileAtomic(oldKeysPath(keyPath), marshalOldKeys(retired)); err != nil {
+	if err := dag.WriteKeyFile(oldKeysPath(keyPath), marshalOldKeys(retired)); err != nil {
 		return old, fresh, fmt.Errorf("keeping the old key: %w", err)
 	}
 	if err := dag.SaveSigningKey(keyPath, fresh); err != nil {
