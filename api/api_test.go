@@ -279,6 +279,11 @@ func TestSendSyncMessages(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	ts := newTestServer(t, Config{EnableRegistration: true, EnableMetrics: true})
+	sizes := NewHistogram(1, 4, 16)
+	ts.srv.AddHistogram("engram_test_sizes", "Test sizes.", sizes)
+	for _, v := range []float64{1, 3, 3, 100} {
+		sizes.Observe(v)
+	}
 	ts.register("m")
 	ts.do("GET", "/_matrix/client/v3/nope", "", "")
 	r := ts.do("GET", "/metrics", "", "")
@@ -291,6 +296,10 @@ func TestMetrics(t *testing.T) {
 		`engram_http_request_seconds_count{method="POST",route="/_matrix/client/v3/register"} 2`,
 		"engram_sync_waiters 0",
 		"engram_log_position ",
+		"# TYPE engram_test_sizes histogram\n" +
+			`engram_test_sizes_bucket{le="1"} 1` + "\n" + `engram_test_sizes_bucket{le="4"} 3` + "\n" +
+			`engram_test_sizes_bucket{le="16"} 3` + "\n" + `engram_test_sizes_bucket{le="+Inf"} 4` + "\n" +
+			"engram_test_sizes_sum 107\nengram_test_sizes_count 4\n",
 	} {
 		if !strings.Contains(string(r.body), want) {
 			t.Errorf("metrics lack %q:\n%s", want, r.body)

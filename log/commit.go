@@ -98,21 +98,26 @@ func (l *Log) commitGroup(g *group) {
 	}
 	first := l.next
 	b := l.db.NewIndexedBatchWithSize(g.size)
+	t0 := time.Now()
 	if err := l.buildBatch(b, first, g.recs); err != nil {
 		_ = b.Close()
 		g.finish(0, l.fail(err))
 		return
 	}
-	start := time.Now()
+	t1 := time.Now()
 	if err := l.commit(b); err != nil {
 		// The records may or may not be on disk; they were not acknowledged,
 		// and the fsync is never retried: the log is read-only from now on.
 		g.finish(0, l.fail(fmt.Errorf("commit at %d: %w", first, err)))
 		return
 	}
-	l.stats.commitNS.Add(uint64(time.Since(start)))
+	commit := time.Since(t1)
+	l.stats.commitNS.Add(uint64(commit))
 	l.stats.groups.Add(1)
 	l.stats.records.Add(uint64(len(g.recs)))
+	if l.onCommit != nil {
+		l.onCommit(len(g.recs), t1.Sub(t0), commit)
+	}
 	last := first + uint64(len(g.recs)) - 1
 	l.next = last + 1
 	l.last.Store(last)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
@@ -78,6 +79,11 @@ type Options struct {
 	// over the log, it must be deterministic (ARCHITECTURE.md). An error (or a
 	// panic) fails the whole group and makes the log read-only (sticky).
 	Apply func(b *pebble.Batch, first uint64, recs []Record) error
+	// OnCommit, if set, is called by the committer after each durable group
+	// commit with the group's record count, the time Apply took and the time
+	// of the commit itself (write plus fsync). For metrics: it must be quick
+	// and must not block or call into the log.
+	OnCommit func(records int, apply, commit time.Duration)
 	// NoSync skips the fsync. For tests and benchmarks only: Append then
 	// returns before the records are durable.
 	NoSync bool
@@ -91,9 +97,10 @@ type Options struct {
 // Log is an append-only log of records on pebble. All methods are safe for
 // concurrent use. See the package documentation for the contract.
 type Log struct {
-	db     *pebble.DB
-	apply  func(b *pebble.Batch, first uint64, recs []Record) error
-	noSync bool
+	db       *pebble.DB
+	apply    func(b *pebble.Batch, first uint64, recs []Record) error
+	noSync   bool
+	onCommit func(records int, apply, commit time.Duration)
 
 	// last is the last durable position, published by the committer only
 	// after the group holding it is synced. Readers never look past it.
@@ -120,7 +127,8 @@ type Log struct {
 
 // Stats are cumulative counters of the committer, for metrics: Records /
 // Groups is the mean group-commit size, CommitSeconds / Groups the mean time
-// of one durable commit (memtable apply plus fsync).
+// of one durable commit (batch write plus fsync; the projections' Apply
+// before it is not counted).
 type Stats struct {
 	Groups, Records uint64
 	CommitSeconds   float64
@@ -225,6 +233,7 @@ func Open(opts Options) (*Log, error) {
 		db:            db,
 		apply:         opts.Apply,
 		noSync:        opts.NoSync,
+		onCommit:      opts.OnCommit,
 		next:          last + 1,
 		reqs:          make(chan *Pending, queueLen),
 		committerDone: make(chan struct{}),

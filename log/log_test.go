@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -733,5 +734,35 @@ func TestAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(20, read); n > perRead+2 {
 		t.Errorf("Read of %d records: %v allocations, %v at %d records: Read allocates per record", l.Last(), n, perRead, 2000)
+	}
+}
+
+// TestOnCommit: the commit hook sees every durable group once, and the
+// counters agree with it.
+func TestOnCommit(t *testing.T) {
+	var groups, records atomic.Int64
+	l := openTest(t, Options{OnCommit: func(n int, apply, commit time.Duration) {
+		if n <= 0 || apply < 0 || commit <= 0 {
+			t.Errorf("OnCommit(%d, %v, %v)", n, apply, commit)
+		}
+		groups.Add(1)
+		records.Add(int64(n))
+	}})
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 5; j++ {
+				if _, err := l.Append(Record{Kind: 1, Version: 1, Body: []byte("x")}, Record{Kind: 1, Version: 1}); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st := l.Stats()
+	if records.Load() != 80 || uint64(records.Load()) != st.Records || uint64(groups.Load()) != st.Groups {
+		t.Fatalf("hook saw %d records in %d groups; stats %+v", records.Load(), groups.Load(), st)
 	}
 }

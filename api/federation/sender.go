@@ -35,7 +35,7 @@ type Sender struct {
 
 type worker struct {
 	dest string
-	pos  uint64
+	pos  atomic.Uint64 // last log position delivered (or skipped); read by QueueStats
 	poke chan struct{}
 	// edus are ephemeral EDUs waiting to go (typing, presence), under
 	// Sender.mu; bounded by maxPendingEDUs, oldest dropped first.
@@ -97,7 +97,8 @@ func (s *Sender) startLocked(dest string, pos uint64) {
 	if _, ok := s.workers[dest]; ok {
 		return
 	}
-	w := &worker{dest: dest, pos: pos, poke: make(chan struct{}, 1)}
+	w := &worker{dest: dest, poke: make(chan struct{}, 1)}
+	w.pos.Store(pos)
 	s.workers[dest] = w
 	s.wg.Add(1)
 	go s.run(w)
@@ -223,11 +224,11 @@ func (s *Sender) run(w *worker) {
 	defer s.wg.Done()
 	for {
 		ch := s.f.log.Changed()
-		if (s.f.log.Last() > w.pos || s.hasEDUs(w)) && !s.f.client.BackedOff(w.dest) {
+		if (s.f.log.Last() > w.pos.Load() || s.hasEDUs(w)) && !s.f.client.BackedOff(w.dest) {
 			if err := s.deliver(w); err != nil {
 				s.f.logger.Debug("federation send failed", "dest", w.dest, "err", err)
 			}
-			if (s.f.log.Last() > w.pos || s.hasEDUs(w)) && !s.f.client.BackedOff(w.dest) {
+			if (s.f.log.Last() > w.pos.Load() || s.hasEDUs(w)) && !s.f.client.BackedOff(w.dest) {
 				continue
 			}
 		}
@@ -245,10 +246,10 @@ func (s *Sender) run(w *worker) {
 // deliver sends the next transaction (if any) to w.dest.
 func (s *Sender) deliver(w *worker) error {
 	var pdus, receipts []json.RawMessage
-	scanned := w.pos
-	first := w.pos + 1
+	scanned := w.pos.Load()
+	first := scanned + 1
 	rooms := map[string]map[string]bool{}
-	err := s.f.log.Read(w.pos+1, func(seq uint64, rec log.Record) error {
+	err := s.f.log.Read(first, func(seq uint64, rec log.Record) error {
 		if ev := s.ownEvent(rec); ev != nil {
 			for _, d := range s.destinations(ev, rooms) {
 				if d == w.dest {
@@ -278,7 +279,7 @@ func (s *Sender) deliver(w *worker) error {
 	edus := s.takeEDUs(w, maxEDUs-len(receipts))
 	edus = append(receipts, edus...)
 	if len(pdus) == 0 && len(edus) == 0 {
-		w.pos = scanned
+		w.pos.Store(scanned)
 		return nil
 	}
 	txn := map[string]any{"origin": s.f.cfg.ServerName, "origin_server_ts": time.Now().UnixMilli(), "pdus": nonNil(pdus), "edus": edus}
@@ -318,6 +319,31 @@ func (s *Sender) deliver(w *worker) error {
 	if _, err := s.f.log.Append(rec); err != nil {
 		return err
 	}
-	w.pos = scanned
+	w.pos.Store(scanned)
 	return nil
+}
+
+// QueueStats are the outbound queue's depths, for metrics: the destinations
+// with a worker, how many log records they are behind in all (what each
+// still has to scan, most of it not for them), and ephemeral EDUs waiting.
+type QueueStats struct {
+	Destinations int
+	Behind       uint64
+	EDUs         int
+}
+
+// QueueStats reads the outbound queue's depths.
+func (f *Federation) QueueStats() QueueStats {
+	s := f.sender
+	last := f.log.Last()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := QueueStats{Destinations: len(s.workers)}
+	for _, w := range s.workers {
+		if p := w.pos.Load(); p < last {
+			st.Behind += last - p
+		}
+		st.EDUs += len(w.edus)
+	}
+	return st
 }

@@ -72,6 +72,12 @@ func startFederation(cfg Config, n *node, seq *rooms.Sequencer, srv *api.Server,
 	fed.HandleEDU("m.direct_to_device", srv.FedToDevice)
 	fed.HandleEDU("m.device_list_update", srv.FedDeviceListUpdate)
 	fed.HandleEDU("m.signing_key_update", srv.FedSigningKeyUpdate)
+	srv.AddMetric(api.Gauge{Name: "engram_federation_destinations", Help: "Destinations with an outbound queue worker.",
+		Read: func() float64 { return float64(fed.QueueStats().Destinations) }})
+	srv.AddMetric(api.Gauge{Name: "engram_federation_queue_records", Help: "Log records the outbound workers still have to scan, summed over destinations.",
+		Read: func() float64 { return float64(fed.QueueStats().Behind) }})
+	srv.AddMetric(api.Gauge{Name: "engram_federation_queue_edus", Help: "Ephemeral EDUs (typing, presence) waiting to be sent.",
+		Read: func() float64 { return float64(fed.QueueStats().EDUs) }})
 	go func() {
 		if err := fed.Serve(tln); err != nil {
 			logger.Error("federation listener failed", "err", err)

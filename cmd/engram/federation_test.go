@@ -193,7 +193,7 @@ func startFedNodes(t *testing.T, ips ...string) ([]*fedNode, string) {
 		n := &fedNode{t: t, name: fed, ip: ip, dir: filepath.Join(dir, ip), client: "http://" + cl, clientLn: cl}
 		n.args = []string{"serve", "--server-name", fed, "--data-dir", n.dir, "--client-listen", cl,
 			"--federation-listen", fed, "--tls-cert", certs[i], "--tls-key", keys[i], "--federation-ca", caFile,
-			"--enable-registration", "--log-level", "warn"}
+			"--enable-registration", "--enable-metrics", "--log-level", "warn"}
 		nodes = append(nodes, n)
 		n.start()
 	}
@@ -298,6 +298,21 @@ func TestFederation(t *testing.T) {
 		return code == 403
 	})
 	_ = aliceID
+
+	// A's metrics show its outbound queue (B and C) and its group commits.
+	resp, err := http.Get(a.client + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"engram_federation_destinations 2\n", "engram_federation_queue_records ",
+		"engram_federation_queue_edus ", `engram_log_group_records_bucket{le="+Inf"} `, "engram_log_fsync_seconds_count ",
+		"engram_log_apply_seconds_sum "} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("A's metrics lack %q:\n%s", want, page)
+		}
+	}
 }
 
 // stateIDs is a room's current state as a comparable string.

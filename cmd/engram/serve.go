@@ -26,6 +26,36 @@ type node struct {
 	log   *log.Log
 	set   *projections.Set
 	store *projections.Store
+	// commits are the committer's histograms, served at /metrics.
+	commits commitMetrics
+}
+
+// commitMetrics are observed by the log committer after every group commit
+// (log.Options.OnCommit).
+type commitMetrics struct{ size, apply, sync *api.Histogram }
+
+// commitBuckets are finer than request latencies: a group commit's apply
+// and fsync usually take well under a millisecond.
+var commitBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}
+
+func newCommitMetrics() commitMetrics {
+	return commitMetrics{
+		size:  api.NewHistogram(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+		apply: api.NewHistogram(commitBuckets...),
+		sync:  api.NewHistogram(commitBuckets...),
+	}
+}
+
+func (m commitMetrics) observe(records int, apply, commit time.Duration) {
+	m.size.Observe(float64(records))
+	m.apply.ObserveDuration(apply)
+	m.sync.ObserveDuration(commit)
+}
+
+func (m commitMetrics) register(srv *api.Server) {
+	srv.AddHistogram("engram_log_group_records", "Records per group commit (one fsync each).", m.size)
+	srv.AddHistogram("engram_log_apply_seconds", "Time the projections took to fold one group commit.", m.apply)
+	srv.AddHistogram("engram_log_fsync_seconds", "Time of one group commit's write and fsync.", m.sync)
 }
 
 // openNode opens the log with the projections applied in its commit batches
@@ -38,7 +68,8 @@ func openNode(cfg Config, logger *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := log.Open(log.Options{Dir: filepath.Join(cfg.DataDir, "db"), Apply: set.Apply})
+	commits := newCommitMetrics()
+	l, err := log.Open(log.Options{Dir: filepath.Join(cfg.DataDir, "db"), Apply: set.Apply, OnCommit: commits.observe})
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +83,7 @@ func openNode(cfg Config, logger *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	logger.Info("log opened", "dir", cfg.DataDir, "last", l.Last())
-	return &node{cfg: cfg, log: l, set: set, store: store}, nil
+	return &node{cfg: cfg, log: l, set: set, store: store, commits: commits}, nil
 }
 
 func (n *node) close() error {
@@ -125,8 +156,9 @@ func serve(args []string, stderr io.Writer) error {
 		Read: func() float64 { return float64(n.log.Stats().Groups) }})
 	srv.AddMetric(api.Gauge{Name: "engram_log_records_total", Type: "counter", Help: "Records committed; divided by commits, the mean batch size.",
 		Read: func() float64 { return float64(n.log.Stats().Records) }})
-	srv.AddMetric(api.Gauge{Name: "engram_log_commit_seconds_total", Type: "counter", Help: "Time spent in durable commits (apply and fsync).",
+	srv.AddMetric(api.Gauge{Name: "engram_log_commit_seconds_total", Type: "counter", Help: "Time spent in durable commits (write and fsync).",
 		Read: func() float64 { return n.log.Stats().CommitSeconds }})
+	n.commits.register(srv)
 
 	ln, err := net.Listen("tcp", cfg.ClientListen)
 	if err != nil {
