@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"sync"
@@ -49,6 +50,15 @@ const maxSafeInt = 1<<53 - 1
 // than MaxNesting are rejected. Errors wrap ErrBadJSON; on error dst is
 // returned unchanged.
 func Canonical(dst, in []byte, strict bool) ([]byte, error) {
+	if alreadyCanonical(in) {
+		return append(dst, in...), nil
+	}
+	return canonicalise(dst, in, strict)
+}
+
+// canonicalise is Canonical's general path: it rewrites what is not
+// canonical and reports what is not JSON.
+func canonicalise(dst, in []byte, strict bool) ([]byte, error) {
 	c := canonPool.Get().(*canonicaliser)
 	c.in, c.strict, c.depth = in, strict, 0
 	c.members = c.members[:0]
@@ -287,8 +297,31 @@ const (
 	hi8 = 0x8080808080808080
 )
 
-// hasZero is non-zero when one of the 8 bytes of x is zero.
-func hasZero(x uint64) uint64 { return (x - lo8) & ^x & hi8 }
+// special has the high bit set in each of the 8 bytes of x (little-endian)
+// that is a control character, '"', '\\' or non-ASCII, the bytes a string
+// scan stops at, and possibly in bytes above such a one (a subtraction's
+// borrow runs upward only from a lane that is itself special). So the
+// lowest set bit marks the first special byte exactly.
+func special(x uint64) uint64 {
+	q, s := x^(lo8*'"'), x^(lo8*'\\')
+	return ((x - lo8*0x20) | x | (q - lo8) | (s - lo8)) & hi8
+}
+
+// skipPlain returns the index of the first byte at or after i that a string
+// carries with a change or ends at: a control character, '"', '\\' or a
+// non-ASCII byte (len(in) if none).
+func skipPlain(in []byte, i int) int {
+	for i+8 <= len(in) {
+		if m := special(binary.LittleEndian.Uint64(in[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+		i += 8
+	}
+	for i < len(in) && safeASCII[in[i]] {
+		i++
+	}
+	return i
+}
 
 // safeASCII[b] is true for ASCII bytes a canonical string carries unchanged.
 var safeASCII = func() (t [256]bool) {
@@ -308,18 +341,7 @@ func (c *canonicaliser) str(dst []byte, i int) ([]byte, int, bool, error) {
 	esc := false
 	start := i
 	for {
-		// Skip 8 plain bytes at a time while no byte is a control
-		// character, '"', '\\' or non-ASCII.
-		for i+8 <= len(in) {
-			x := binary.LittleEndian.Uint64(in[i:])
-			if (x-lo8*0x20)&^x&hi8|hasZero(x^(lo8*'"'))|hasZero(x^(lo8*'\\'))|x&hi8 != 0 {
-				break
-			}
-			i += 8
-		}
-		for i < len(in) && safeASCII[in[i]] {
-			i++
-		}
+		i = skipPlain(in, i)
 		if i >= len(in) {
 			return dst, i, esc, c.errAt(i, "unterminated string")
 		}

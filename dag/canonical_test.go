@@ -253,11 +253,22 @@ func FuzzCanonical(f *testing.F) {
 		`"\ud83d\ude00\u0000\n\"\\\/"`, `{"本":2,"日":1}`, `{"\"":1,"#":2}`,
 		`9007199254740992`, `1e400`, `[1.0, 50.57, 1e16, 0.00001]`, "{\"a\":\"\xff\"}",
 		string(messageEventJSON),
+		`"\u001f\u001F\u0008\b"`, `{"a\n":1,"a":2}`, `[-0,01,-1,9007199254740991,-9007199254740991]`,
+		`{"a":1,"a":1}`, `{"b":1,"a":1}`, "{\"a\":[true,false,null],\"b\":{}}",
 	} {
 		f.Add([]byte(s), false)
 		f.Add([]byte(s), true)
 	}
 	f.Fuzz(func(t *testing.T, in []byte, strict bool) {
+		// The fast path says yes only to what the general path copies
+		// unchanged in both modes, and to all of that without escapes.
+		general, gerr := canonicalise(nil, in, strict)
+		unchanged := gerr == nil && bytes.Equal(general, in)
+		if fast := alreadyCanonical(in); fast && !unchanged {
+			t.Fatalf("fast path accepts %q, general path gives %q, %v (strict %v)", in, general, gerr, strict)
+		} else if !fast && unchanged && strict && bytes.IndexByte(in, '\\') < 0 {
+			t.Fatalf("fast path refuses canonical %q", in)
+		}
 		out, err := Canonical(nil, in, strict)
 		if err != nil {
 			if !errors.Is(err, ErrBadJSON) {
