@@ -10,12 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -25,11 +25,12 @@ import (
 // without end must not exhaust the load generator's memory.
 const maxBody = 256 << 20
 
-// newHTTPClient returns a client whose Transport keeps enough idle
-// keep-alive connections per host for every concurrent sender and listener:
-// with Go's default of 2 idle connections per host, a run with 64 senders
-// would open and close TCP connections on nearly every request and measure
-// the handshake rather than the homeserver.
+// newHTTPClient returns the net/http client used when the environment
+// names a proxy for the homeserver. Its Transport keeps enough idle
+// keep-alive connections per host for every concurrent sender and
+// listener: with Go's default of 2 idle connections per host, a run with
+// 64 senders would open and close TCP connections on nearly every request
+// and measure the handshake rather than the homeserver.
 func newHTTPClient(insecure bool) *http.Client {
 	tr := &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
@@ -74,12 +75,65 @@ func (e *MatrixError) Error() string {
 }
 
 // server is one homeserver's client-server API base URL plus the shared
-// HTTP client and counters.
+// HTTP client and counters. Requests go through fasthttp (fc) unless hc is
+// set (Config.HTTPClient, or a proxy from the environment).
 type server struct {
 	base       string // without trailing slash
 	hc         *http.Client
+	fc         *fastClient
+	insecure   bool
 	reqTimeout time.Duration
 	retries    *atomic.Int64 // retried requests (rate limits, transient errors)
+	pool       sync.Pool     // *exchange on the shared client
+}
+
+// newServer returns the server at base (validated by Config.Validate).
+// hc, when non-nil, replaces the default fasthttp transport.
+func newServer(base string, hc *http.Client, insecure bool, reqTimeout time.Duration, retries *atomic.Int64) (*server, error) {
+	base = strings.TrimRight(base, "/")
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("bench: bad homeserver URL %q", base)
+	}
+	s := &server{base: base, hc: hc, insecure: insecure, reqTimeout: reqTimeout, retries: retries}
+	if s.hc == nil && useNetHTTP(u) {
+		s.hc = newHTTPClient(insecure)
+	}
+	if s.hc == nil {
+		s.fc = newFastClient(u, insecure, 4096, reqTimeout, 8<<10)
+	}
+	return s, nil
+}
+
+// newClient returns a fasthttp client of its own (maxConns connections)
+// for a goroutine whose requests must end with a context other than the
+// run's, such as a listener's long poll; nil on the net/http transport,
+// whose requests follow their context anyway. Its read buffers hold a
+// busy /sync answer whole.
+func (s *server) newClient(maxConns int) *fastClient {
+	if s.fc == nil {
+		return nil
+	}
+	u, _ := url.Parse(s.base) // parsed in newServer
+	return newFastClient(u, s.insecure, maxConns, s.reqTimeout, 64<<10)
+}
+
+// cancelWith ends every request of c when ctx ends; stop undoes it.
+func cancelWith(ctx context.Context, c *fastClient) (stop func() bool) {
+	if c == nil {
+		return func() bool { return false }
+	}
+	return context.AfterFunc(ctx, c.close)
+}
+
+// close releases the server's connections.
+func (s *server) close() {
+	if s.fc != nil {
+		s.fc.close()
+	}
+	if s.hc != nil {
+		s.hc.CloseIdleConnections()
+	}
 }
 
 // user is a registered account with its access token.
@@ -118,6 +172,11 @@ const maxAttempts = 8
 // It returns the raw body length. Rate-limited requests wait for the
 // server's hint (capped) and retry; every wait is bounded by ctx.
 func (s *server) do(ctx context.Context, method, path string, query url.Values, token string, body any, out any, timeout time.Duration, policy retryPolicy) (int, error) {
+	return s.doVia(ctx, nil, method, path, query, token, body, out, timeout, policy)
+}
+
+// doVia is do on exchange x; nil takes one from the shared client's pool.
+func (s *server) doVia(ctx context.Context, x *exchange, method, path string, query url.Values, token string, body any, out any, timeout time.Duration, policy retryPolicy) (int, error) {
 	var payload []byte
 	if body != nil {
 		var err error
@@ -125,10 +184,39 @@ func (s *server) do(ctx context.Context, method, path string, query url.Values, 
 			return 0, fmt.Errorf("bench: encode %s %s: %w", method, path, err)
 		}
 	}
-	u := s.base + path
+	u := path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
+	if x == nil {
+		if v, ok := s.pool.Get().(*exchange); ok {
+			x = v
+		} else {
+			x = s.newExchange(nil)
+		}
+		defer s.pool.Put(x)
+	}
+	data, err := x.call(ctx, method, []byte(u), path, token, payload, timeout, policy)
+	if err != nil {
+		return len(data), err
+	}
+	if d, ok := out.(jsonDecoder); ok {
+		if err := d.decodeJSON(data); err != nil {
+			return len(data), fmt.Errorf("bench: %s %s: decode answer: %w", method, path, err)
+		}
+	} else if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return len(data), fmt.Errorf("bench: %s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return len(data), nil
+}
+
+// call sends one request on x with the retry policy and returns the 2xx
+// answer's body, valid until x's next request. label names the request in
+// errors (the path without query); timeout 0 is the server's default.
+func (x *exchange) call(ctx context.Context, method string, uri []byte, label, token string, payload []byte, timeout time.Duration, policy retryPolicy) ([]byte, error) {
+	s := x.srv
 	if timeout <= 0 {
 		timeout = s.reqTimeout
 	}
@@ -142,19 +230,19 @@ func (s *server) do(ctx context.Context, method, path string, query url.Values, 
 				wait = min(me.RetryAfter, 10*time.Second)
 			}
 			if err := sleepCtx(ctx, wait); err != nil {
-				return 0, lastErr
+				return nil, lastErr
 			}
 		}
-		n, err := s.once(ctx, method, u, path, token, payload, out, timeout)
+		data, err := x.once(ctx, method, uri, label, token, payload, timeout)
 		if err == nil {
-			return n, nil
+			return data, nil
 		}
 		lastErr = err
 		if ctx.Err() != nil || !retryable(err, policy) {
-			return n, err
+			return data, err
 		}
 	}
-	return 0, lastErr
+	return nil, lastErr
 }
 
 func backoff(attempt int) time.Duration {
@@ -174,59 +262,25 @@ func retryable(err error, policy retryPolicy) bool {
 	return policy == retryTransient
 }
 
-func (s *server) once(ctx context.Context, method, u, path, token string, payload []byte, out any, timeout time.Duration) (int, error) {
-	rctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var rd io.Reader
-	if payload != nil {
-		rd = bytes.NewReader(payload)
-	}
-	req, err := http.NewRequestWithContext(rctx, method, u, rd)
-	if err != nil {
-		return 0, fmt.Errorf("bench: %s %s: %w", method, path, err)
-	}
-	if payload != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := s.hc.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("bench: %s %s: %w", method, path, err)
-	}
-	var data []byte
-	if n := resp.ContentLength; n >= 0 && n <= maxBody {
-		// One buffer of the announced size, not ReadAll's doublings: the
-		// listeners read every message in every answer.
-		data = make([]byte, n)
-		var m int
-		m, err = io.ReadFull(resp.Body, data)
-		data = data[:m]
-	} else {
-		data, err = io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	}
-	resp.Body.Close()
-	if err != nil {
-		return len(data), fmt.Errorf("bench: %s %s: read body: %w", method, path, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return len(data), parseMatrixError(method, path, resp, data)
-	}
-	if d, ok := out.(jsonDecoder); ok {
-		if err := d.decodeJSON(data); err != nil {
-			return len(data), fmt.Errorf("bench: %s %s: decode answer: %w", method, path, err)
-		}
-	} else if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return len(data), fmt.Errorf("bench: %s %s: decode answer: %w", method, path, err)
+func (x *exchange) once(ctx context.Context, method string, uri []byte, label, token string, payload []byte, timeout time.Duration) ([]byte, error) {
+	status, data, err := x.roundTrip(ctx, method, uri, token, payload, timeout)
+	if label == "" {
+		label = string(uri)
+		if i := strings.IndexByte(label, '?'); i >= 0 {
+			label = label[:i]
 		}
 	}
-	return len(data), nil
+	if err != nil {
+		return data, fmt.Errorf("bench: %s %s: %w", method, label, err)
+	}
+	if status < 200 || status > 299 {
+		return data, parseMatrixError(method, label, status, x.retryAfter(), bytes.Clone(data))
+	}
+	return data, nil
 }
 
-func parseMatrixError(method, path string, resp *http.Response, data []byte) error {
-	me := &MatrixError{Method: method, Path: path, Status: resp.StatusCode, Body: data}
+func parseMatrixError(method, path string, status int, retryAfter string, data []byte) error {
+	me := &MatrixError{Method: method, Path: path, Status: status, Body: data}
 	var body struct {
 		ErrCode      string `json:"errcode"`
 		Error        string `json:"error"`
@@ -240,8 +294,8 @@ func parseMatrixError(method, path string, resp *http.Response, data []byte) err
 		}
 	}
 	// The spec prefers the Retry-After header (seconds) over retry_after_ms.
-	if ra := resp.Header.Get("Retry-After"); ra != "" {
-		if secs, err := strconv.Atoi(ra); err == nil && secs >= 0 {
+	if retryAfter != "" {
+		if secs, err := strconv.Atoi(retryAfter); err == nil && secs >= 0 {
 			me.RetryAfter = time.Duration(secs) * time.Second
 		}
 	}
@@ -552,6 +606,11 @@ type messagesAnswer struct {
 // messages calls GET /rooms/{id}/messages?dir=b. An empty from starts at
 // the newest visible event (allowed since v1.3).
 func (u *user) messages(ctx context.Context, roomID, from string, limit int) (*messagesAnswer, error) {
+	return u.messagesVia(ctx, nil, roomID, from, limit)
+}
+
+// messagesVia is messages on exchange x (nil: the shared client).
+func (u *user) messagesVia(ctx context.Context, x *exchange, roomID, from string, limit int) (*messagesAnswer, error) {
 	q := url.Values{}
 	q.Set("dir", "b")
 	if from != "" {
@@ -559,7 +618,7 @@ func (u *user) messages(ctx context.Context, roomID, from string, limit int) (*m
 	}
 	q.Set("limit", strconv.Itoa(limit))
 	var ans messagesAnswer
-	if _, err := u.srv.do(ctx, http.MethodGet, "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages", q, u.token, nil, &ans, 0, retryTransient); err != nil {
+	if _, err := u.srv.doVia(ctx, x, http.MethodGet, "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages", q, u.token, nil, &ans, 0, retryTransient); err != nil {
 		return nil, err
 	}
 	return &ans, nil

@@ -27,7 +27,12 @@ func newTestServer(t *testing.T, h http.HandlerFunc) *server {
 	t.Helper()
 	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
-	return &server{base: ts.URL, hc: ts.Client(), reqTimeout: 5 * time.Second, retries: new(atomic.Int64)}
+	s, err := newServer(ts.URL, nil, false, 5*time.Second, new(atomic.Int64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.close)
+	return s
 }
 
 func decodeBody(t *testing.T, r *http.Request) map[string]any {

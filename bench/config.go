@@ -50,7 +50,9 @@ type Config struct {
 	// nil keeps the run silent.
 	Log      io.Writer
 	Progress bool
-	// HTTPClient replaces the tuned default client (tests, custom TLS).
+	// HTTPClient replaces the default fasthttp transport with net/http
+	// through this client (tests, custom TLS); it costs the generator
+	// more CPU per request.
 	HTTPClient *http.Client
 }
 

@@ -2,7 +2,9 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,10 +40,18 @@ type deliveryPlan struct {
 // listener is one long-polling /sync client.
 type listener struct {
 	u      *user
-	rooms  map[string]bool
-	filter string // uploaded filter ID, or inline JSON if upload failed
-	since  string
-	last   map[string]string // room -> last timeline event ID seen
+	rooms  []string // the rooms it watches; an index into it names a room
+	filter string   // uploaded filter ID, or inline JSON if upload failed
+	since  []byte
+	last   []string // per room: the last timeline event ID seen
+	// fc is the listener's own HTTP client, so that the end of the
+	// measured phase can end its long poll (nil on net/http); x carries
+	// its /sync requests and gx its gap pagination, so a page does not
+	// overwrite the answer being read.
+	fc    *fastClient
+	x, gx *exchange
+	view  syncView
+	uri   []byte
 	// seen[seq] is 1 + nanoseconds since the measurement base when the
 	// listener first saw message seq; 0 means not seen.
 	seen      []atomic.Int64
@@ -76,10 +86,7 @@ func (r *runner) prepareListeners(ctx context.Context, users []*user, roomsOf fu
 	defer p.finish()
 	err := parallel(ctx, len(users), r.cfg.SetupConcurrency, func(ctx context.Context, i int) error {
 		rooms := roomsOf(i)
-		l := &listener{u: users[i], rooms: map[string]bool{}, last: map[string]string{}}
-		for _, rm := range rooms {
-			l.rooms[rm] = true
-		}
+		l := &listener{u: users[i], rooms: rooms, last: make([]string, len(rooms))}
 		f := listenerFilter(rooms)
 		id, err := l.u.createFilter(ctx, f)
 		if err != nil {
@@ -95,10 +102,12 @@ func (r *runner) prepareListeners(ctx context.Context, users []*user, roomsOf fu
 		if err != nil {
 			return fmt.Errorf("bench: initial sync of listener %s: %w", l.u.userID, err)
 		}
-		l.since = ans.NextBatch
+		l.since = []byte(ans.NextBatch)
 		for rm, jr := range ans.Rooms.Join {
-			if n := len(jr.Timeline.Events); n > 0 && l.rooms[rm] {
-				l.last[rm] = jr.Timeline.Events[n-1].EventID
+			if ri := l.roomIndex([]byte(rm)); ri >= 0 {
+				if n := len(jr.Timeline.Events); n > 0 {
+					l.last[ri] = jr.Timeline.Events[n-1].EventID
+				}
 			}
 		}
 		for _, rm := range rooms {
@@ -106,11 +115,71 @@ func (r *runner) prepareListeners(ctx context.Context, users []*user, roomsOf fu
 				return fmt.Errorf("bench: listener %s: room %s missing from initial sync after join", l.u.userID, rm)
 			}
 		}
+		l.fc = l.u.srv.newClient(2)
+		l.x, l.gx = l.u.srv.newExchange(l.fc), l.u.srv.newExchange(l.fc)
 		ls[i] = l
 		p.add(1)
 		return nil
 	})
 	return ls, err
+}
+
+// roomIndex returns the index of room id among the listener's rooms, or
+// -1. Listeners watch one room in every scenario, so a scan beats a map.
+func (l *listener) roomIndex(id []byte) int {
+	for i, rm := range l.rooms {
+		if string(id) == rm {
+			return i
+		}
+	}
+	return -1
+}
+
+// watches reports whether the listener watches room.
+func (l *listener) watches(room string) bool {
+	for _, rm := range l.rooms {
+		if rm == room {
+			return true
+		}
+	}
+	return false
+}
+
+const syncPath = "/_matrix/client/v3/sync"
+
+// appendSyncURI appends the path and query of the listener's next long
+// poll: the parameters url.Values.Encode would write, in its order.
+func (l *listener) appendSyncURI(dst []byte, timeout time.Duration) []byte {
+	dst = append(dst, syncPath+"?"...)
+	if l.filter != "" {
+		dst = append(dst, "filter="...)
+		dst = appendQueryEscape(dst, l.filter)
+		dst = append(dst, '&')
+	}
+	if len(l.since) > 0 {
+		dst = append(dst, "since="...)
+		dst = appendQueryEscape(dst, l.since)
+		dst = append(dst, '&')
+	}
+	dst = append(dst, "timeout="...)
+	return strconv.AppendInt(dst, timeout.Milliseconds(), 10)
+}
+
+// appendQueryEscape appends s escaped as url.QueryEscape does.
+func appendQueryEscape[T string | []byte](dst []byte, s T) []byte {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.', c == '~':
+			dst = append(dst, c)
+		case c == ' ':
+			dst = append(dst, '+')
+		default:
+			dst = append(dst, '%', hex[c>>4], hex[c&15])
+		}
+	}
+	return dst
 }
 
 // marker is the body prefix of this run's messages; the message number
@@ -119,18 +188,73 @@ func (r *runner) marker() string { return "bench " + r.runID + " " }
 
 // parseSeq extracts the message number from a body, or -1.
 func parseSeq(body, prefix string, n int) int {
-	if !strings.HasPrefix(body, prefix) {
+	return parseSeqBytes(body, prefix, n)
+}
+
+// parseSeqBytes is parseSeq on a string or the bytes of one: the body
+// must start with prefix, and what follows up to the next space must be
+// a number strconv.Atoi accepts (an optional sign, decimal digits) in
+// [0, n).
+func parseSeqBytes[T string | []byte](body T, prefix string, n int) int {
+	if len(body) < len(prefix) || string(body[:len(prefix)]) != prefix {
 		return -1
 	}
 	rest := body[len(prefix):]
-	if i := strings.IndexByte(rest, ' '); i >= 0 {
-		rest = rest[:i]
+	for i := 0; i < len(rest); i++ {
+		if rest[i] == ' ' {
+			rest = rest[:i]
+			break
+		}
 	}
-	seq, err := strconv.Atoi(rest)
-	if err != nil || seq < 0 || seq >= n {
+	neg := false
+	if len(rest) > 0 && (rest[0] == '+' || rest[0] == '-') {
+		neg = rest[0] == '-'
+		rest = rest[1:]
+	}
+	if len(rest) == 0 {
+		return -1
+	}
+	seq := 0
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		if c < '0' || c > '9' {
+			return -1
+		}
+		if seq < n { // beyond n the value is out of range anyway
+			seq = seq*10 + int(c-'0')
+		}
+	}
+	if seq >= n || (neg && seq != 0) {
 		return -1
 	}
 	return seq
+}
+
+// messageBody is a pre-encoded message content: appendTo writes exactly
+// what encoding/json writes for messageContent(marker, seq, size), without
+// a map or an encoder per message.
+type messageBody struct {
+	head   string // {"body":"<marker, JSON-escaped>
+	marker int    // len(marker)
+	size   int
+}
+
+func newMessageBody(marker string, size int) messageBody {
+	esc, _ := json.Marshal(marker) // a string always encodes
+	return messageBody{head: `{"body":` + string(esc[:len(esc)-1]), marker: len(marker), size: size}
+}
+
+func (m messageBody) appendTo(dst []byte, seq int) []byte {
+	dst = append(dst, m.head...)
+	n := len(dst)
+	dst = strconv.AppendInt(dst, int64(seq), 10)
+	if pad := m.size - (m.marker + len(dst) - n) - 1; pad > 0 {
+		dst = append(dst, ' ')
+		for ; pad > 0; pad-- {
+			dst = append(dst, 'x')
+		}
+	}
+	return append(dst, `","msgtype":"m.text"}`...)
 }
 
 func messageContent(marker string, seq, size int) map[string]any {
@@ -164,11 +288,39 @@ func (l *listener) record(evs []clientEvent, prefix string, t int64) (hitSeen bo
 	return hitSeen
 }
 
-// listen long-polls /sync until ctx ends.
+// recordView is record for the events of a syncView.
+func (l *listener) recordView(evs []eventView, prefix string, t int64) {
+	n := len(l.seen)
+	for i := range evs {
+		ev := &evs[i]
+		if string(ev.typ) != "m.room.message" {
+			continue
+		}
+		seq := parseSeqBytes(ev.body, prefix, n)
+		if seq < 0 {
+			continue
+		}
+		if l.seen[seq].CompareAndSwap(0, t+1) {
+			l.seenCount.Add(1)
+		}
+	}
+}
+
+// listen long-polls /sync until ctx ends. The time of delivery is taken
+// when the answer has been read, before it is scanned.
 func (r *runner) listen(ctx context.Context, l *listener, base time.Time) {
 	prefix := r.marker()
+	timeout := r.cfg.SyncTimeout + l.u.srv.reqTimeout
+	watch := l.roomIndex
 	for ctx.Err() == nil {
-		ans, _, err := l.u.sync(ctx, l.since, l.filter, r.cfg.SyncTimeout)
+		l.uri = l.appendSyncURI(l.uri[:0], r.cfg.SyncTimeout)
+		data, err := l.x.call(ctx, "GET", l.uri, syncPath, l.u.token, nil, timeout, retryRateLimit)
+		now := int64(time.Since(base))
+		if err == nil {
+			if err = l.view.parse(data, watch); err != nil {
+				err = fmt.Errorf("bench: GET %s: decode answer: %w", syncPath, err)
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -178,22 +330,20 @@ func (r *runner) listen(ctx context.Context, l *listener, base time.Time) {
 			continue
 		}
 		l.syncs.Add(1)
-		now := int64(time.Since(base))
-		for rm, jr := range ans.Rooms.Join {
-			if !l.rooms[rm] {
-				continue
+		v := &l.view
+		for i := range v.rooms {
+			rv := &v.rooms[i]
+			evs := v.roomEvents(i)
+			if rv.limited && len(rv.prevBatch) > 0 {
+				r.fillGap(ctx, l, rv.room, string(rv.prevBatch), base, prefix)
 			}
-			evs := jr.Timeline.Events
-			if jr.Timeline.Limited && jr.Timeline.PrevBatch != "" {
-				r.fillGap(ctx, l, rm, jr.Timeline.PrevBatch, base, prefix)
-			}
-			l.record(evs, prefix, now)
-			if n := len(evs); n > 0 {
-				l.last[rm] = evs[n-1].EventID
+			l.recordView(evs, prefix, now)
+			if n := len(evs); n > 0 && string(evs[n-1].eventID) != l.last[rv.room] {
+				l.last[rv.room] = string(evs[n-1].eventID)
 			}
 		}
-		if ans.NextBatch != "" {
-			l.since = ans.NextBatch
+		if len(v.nextBatch) > 0 {
+			l.since = append(l.since[:0], v.nextBatch...)
 		}
 	}
 }
@@ -201,12 +351,12 @@ func (r *runner) listen(ctx context.Context, l *listener, base time.Time) {
 // fillGap pages back from a limited timeline's prev_batch until it meets
 // history the listener already covered: the last event of its previous
 // sync, or a message it has already seen. Bounded by page count.
-func (r *runner) fillGap(ctx context.Context, l *listener, roomID, from string, base time.Time, prefix string) {
+func (r *runner) fillGap(ctx context.Context, l *listener, room int, from string, base time.Time, prefix string) {
 	l.gapFills.Add(1)
-	stop := l.last[roomID]
+	stop := l.last[room]
 	maxPages := len(l.seen)/timelineLimit + 10
 	for page := 0; page < maxPages && from != "" && ctx.Err() == nil; page++ {
-		ans, err := l.u.messages(ctx, roomID, from, timelineLimit)
+		ans, err := l.u.messagesVia(ctx, l.gx, l.rooms[room], from, timelineLimit)
 		if err != nil {
 			l.gapErrs.Add(1)
 			return
@@ -226,6 +376,20 @@ func (r *runner) fillGap(ctx context.Context, l *listener, roomID, from string, 
 		}
 		from = ans.End
 	}
+}
+
+// sendPrebuilt PUTs one message whose path and body are built, with the
+// retries of sendMessage, and checks the answer as sendMessage's decoding
+// would.
+func sendPrebuilt(ctx context.Context, x *exchange, uri []byte, token string, body []byte) error {
+	data, err := x.call(ctx, "PUT", uri, "", token, body, 0, retryTransient)
+	if err != nil {
+		return err
+	}
+	if err := checkSendAnswer(data); err != nil {
+		return fmt.Errorf("bench: PUT %s: decode answer: %w", uri, err)
+	}
+	return nil
 }
 
 // measureDelivery runs the measured phase of a delivery scenario.
@@ -250,6 +414,9 @@ func (r *runner) measureDelivery(ctx context.Context, plan deliveryPlan) error {
 		lwg.Wait()
 	}()
 	for _, l := range plan.listeners {
+		// Ending lctx (always done, see above) ends the listener's long
+		// poll and closes its connections (transport.go).
+		cancelWith(lctx, l.fc)
 		lwg.Add(1)
 		go func() {
 			defer lwg.Done()
@@ -271,11 +438,20 @@ func (r *runner) measureDelivery(ctx context.Context, plan deliveryPlan) error {
 		sendStart = time.Now()
 	)
 	conc := max(1, min(plan.conc, m))
+	// Paths and bodies are built into per-worker buffers from parts made
+	// once: the transaction ID is "<run>-<seq>", which needs no escaping.
+	sendPrefix := make([]string, len(plan.rooms))
+	for i, room := range plan.rooms {
+		sendPrefix[i] = "/_matrix/client/v3/rooms/" + url.PathEscape(room) + "/send/m.room.message/" + url.PathEscape(r.runID+"-")
+	}
+	content := newMessageBody(prefix, c.MessageSize)
 	for w := 0; w < conc; w++ {
 		u := plan.senders[w%len(plan.senders)]
 		swg.Add(1)
 		go func() {
 			defer swg.Done()
+			x := u.srv.newExchange(nil)
+			var uri, body []byte
 			for {
 				seq := int(next.Add(1) - 1)
 				if seq >= m || ctx.Err() != nil {
@@ -287,10 +463,12 @@ func (r *runner) measureDelivery(ctx context.Context, plan deliveryPlan) error {
 						return
 					}
 				}
-				room := plan.rooms[seq%len(plan.rooms)]
+				ri := seq % len(plan.rooms)
+				uri = strconv.AppendInt(append(uri[:0], sendPrefix[ri]...), int64(seq), 10)
+				body = content.appendTo(body[:0], seq)
 				t0 := time.Now()
 				startAt[seq] = int64(t0.Sub(base))
-				_, err := u.sendMessage(ctx, room, r.runID+"-"+strconv.Itoa(seq), messageContent(prefix, seq, c.MessageSize))
+				err := sendPrebuilt(ctx, x, uri, u.token, body)
 				at := int64(time.Since(base))
 				if err != nil {
 					failed.Add(1)
@@ -300,7 +478,7 @@ func (r *runner) measureDelivery(ctx context.Context, plan deliveryPlan) error {
 					}
 					errMu.Unlock()
 				} else {
-					sendLat.add(time.Since(t0))
+					sendLat.add(time.Duration(at - startAt[seq]))
 					respAt[seq].Store(at + 1)
 					sent.Add(1)
 					for {
@@ -326,7 +504,7 @@ func (r *runner) measureDelivery(ctx context.Context, plan deliveryPlan) error {
 	var totalExpected int64
 	for li, l := range plan.listeners {
 		for seq := 0; seq < m; seq++ {
-			if respAt[seq].Load() != 0 && l.rooms[plan.rooms[seq%len(plan.rooms)]] {
+			if respAt[seq].Load() != 0 && l.watches(plan.rooms[seq%len(plan.rooms)]) {
 				expected[li] = append(expected[li], int32(seq))
 			}
 		}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,21 +27,49 @@ func TestParseSeq(t *testing.T) {
 		{"bench other 5", -1},
 		{"hello", -1},
 		{"", -1},
+		{"bench abcd1234 +5", 5}, // as strconv.Atoi reads it
+		{"bench abcd1234 -0", 0},
+		{"bench abcd1234 007", 7},
+		{"bench abcd1234 +", -1},
+		{"bench abcd1234 99999999999999999999999", -1},
 	}
 	for _, tt := range tests {
 		if got := parseSeq(tt.body, prefix, 100); got != tt.want {
 			t.Errorf("parseSeq(%q) = %d, want %d", tt.body, got, tt.want)
 		}
+		if got := parseSeqBytes([]byte(tt.body), prefix, 100); got != tt.want {
+			t.Errorf("parseSeqBytes(%q) = %d, want %d", tt.body, got, tt.want)
+		}
 	}
 }
 
+// atoiParseSeq is the definition parseSeq implements without allocating.
+func atoiParseSeq(body, prefix string, n int) int {
+	if !strings.HasPrefix(body, prefix) {
+		return -1
+	}
+	rest := body[len(prefix):]
+	if i := strings.IndexByte(rest, ' '); i >= 0 {
+		rest = rest[:i]
+	}
+	seq, err := strconv.Atoi(rest)
+	if err != nil || seq < 0 || seq >= n {
+		return -1
+	}
+	return seq
+}
+
 func FuzzParseSeq(f *testing.F) {
-	for _, s := range []string{"bench r 1", "bench r 12 pad", "bench r ", "bench r 99999999999999999999", "x"} {
+	for _, s := range []string{"bench r 1", "bench r 12 pad", "bench r ", "bench r 99999999999999999999", "x", "bench r -0", "bench r +12", "bench r 0009"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		if seq := parseSeq(body, "bench r ", 1000); seq < -1 || seq >= 1000 {
+		seq := parseSeq(body, "bench r ", 1000)
+		if seq < -1 || seq >= 1000 {
 			t.Fatalf("parseSeq(%q) = %d out of range", body, seq)
+		}
+		if want := atoiParseSeq(body, "bench r ", 1000); seq != want {
+			t.Fatalf("parseSeq(%q) = %d, strconv.Atoi reading %d", body, seq, want)
 		}
 	})
 }

@@ -113,11 +113,21 @@
 // meaningful numbers, raise the server's rate limits (Synapse: rc_message,
 // rc_registration, rc_joins) before benchmarking.
 //
-// The HTTP client keeps up to 4096 idle keep-alive connections per host,
-// so concurrent senders and listeners reuse connections instead of
-// measuring TCP handshakes. The load generator itself decodes every /sync
-// answer with encoding/json; on one machine with the server, leave it
-// spare CPU or it becomes the bottleneck.
+// The load generator usually shares the machine with the server, so it is
+// built to cost little per message (docs/benchmarks.md has the figures).
+// Requests go through fasthttp's client on keep-alive connections (up to
+// 4096 per host, so concurrent senders and listeners never measure TCP
+// handshakes), each sender worker and listener reusing one request,
+// response and set of buffers for the whole run; send paths and bodies
+// are built into those buffers. Listeners read a /sync answer with a
+// scanner that keeps only what delivery accounting needs, as slices of
+// the answer, and falls back to encoding/json's reading whenever the
+// answer is anything but plain (the two are fuzzed against each other);
+// deliveries are recorded in per-listener arrays indexed by message
+// number, with atomics. fasthttp has no context: a listener has its own
+// client whose connections are closed when the measured phase ends, which
+// ends its long poll. Config.HTTPClient, or a proxy named by the
+// environment for the homeserver, switches to net/http.
 //
 // # Output
 //

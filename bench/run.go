@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,18 +36,24 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	sc, _ := findScenario(cfg.Scenario)
-	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = newHTTPClient(cfg.Insecure)
-		defer hc.CloseIdleConnections()
-	}
 	r := &runner{
 		cfg: cfg,
 		log: &logger{w: cfg.Log, bar: cfg.Progress},
 	}
-	r.hs = &server{base: strings.TrimRight(cfg.HS, "/"), hc: hc, reqTimeout: cfg.RequestTimeout, retries: &r.retries}
+	var err error
+	if r.hs, err = newServer(cfg.HS, cfg.HTTPClient, cfg.Insecure, cfg.RequestTimeout, &r.retries); err != nil {
+		return nil, err
+	}
+	// An interrupted run ends the requests in flight (fasthttp has no
+	// context; see transport.go).
+	defer cancelWith(ctx, r.hs.fc)()
+	defer r.hs.close()
 	if cfg.HS2 != "" && sc.name == "federated" {
-		r.hs2 = &server{base: strings.TrimRight(cfg.HS2, "/"), hc: hc, reqTimeout: cfg.RequestTimeout, retries: &r.retries}
+		if r.hs2, err = newServer(cfg.HS2, cfg.HTTPClient, cfg.Insecure, cfg.RequestTimeout, &r.retries); err != nil {
+			return nil, err
+		}
+		defer cancelWith(ctx, r.hs2.fc)()
+		defer r.hs2.close()
 	}
 	var rnd [6]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -79,7 +84,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.log.printf("bench: scenario %s against %s, run %s", sc.name, cfg.HS, r.runID)
 
 	setupStart := time.Now()
-	err := sc.run(ctx, r)
+	err = sc.run(ctx, r)
 	if r.setupDur == 0 {
 		r.setupDur = time.Since(setupStart)
 	}

@@ -79,7 +79,7 @@ func Summarize(name string, samplesMS []float64) Dist {
 		return d
 	}
 	s := slices.Clone(samplesMS)
-	slices.Sort(s)
+	sortSamples(s)
 	var sum float64
 	for _, v := range s {
 		sum += v
@@ -97,6 +97,55 @@ func Summarize(name string, samplesMS []float64) Dist {
 	}
 	d.Histogram = histogram(s)
 	return d
+}
+
+// sortSamples sorts s ascending, as slices.Sort does. A delivery
+// distribution holds a sample per message and listener (half a million
+// for 10,000 messages to 50 listeners), and comparison sorting it cost
+// the generator more than reading the answers. Latencies are never
+// negative, and the IEEE 754 bits of non-negative floats order as
+// unsigned integers, so they are radix sorted: a pass per byte of the
+// bits that differs between samples. Anything else (negative, -0, NaN)
+// and small inputs go to slices.Sort.
+func sortSamples(s []float64) {
+	if len(s) < 1024 {
+		slices.Sort(s)
+		return
+	}
+	keys := make([]uint64, len(s))
+	var diff uint64 // the bits in which some key differs from the first
+	for i, v := range s {
+		if !(v >= 0) || math.Signbit(v) {
+			slices.Sort(s)
+			return
+		}
+		keys[i] = math.Float64bits(v)
+		diff |= keys[i] ^ keys[0]
+	}
+	tmp := make([]uint64, len(s))
+	for shift := uint(0); shift < 64; shift += 8 {
+		if byte(diff>>shift) == 0 {
+			continue // every key has the same byte here
+		}
+		var c [256]int
+		for _, k := range keys {
+			c[byte(k>>shift)]++
+		}
+		pos := 0
+		for d, n := range c {
+			c[d] = pos
+			pos += n
+		}
+		for _, k := range keys {
+			d := byte(k >> shift)
+			tmp[c[d]] = k
+			c[d]++
+		}
+		keys, tmp = tmp, keys
+	}
+	for i, k := range keys {
+		s[i] = math.Float64frombits(k)
+	}
 }
 
 // histBucket returns the index of the log bucket holding v (ms). Bucket i
@@ -120,8 +169,19 @@ func histUpper(i int) float64 {
 func histogram(sorted []float64) [][2]float64 {
 	var out [][2]float64
 	cur, count := -1, 0
+	// (lo, hi) is the inside of bucket cur with a margin far larger than
+	// the rounding of histBucket's logarithm: a sample there is in cur
+	// without computing it, which spares a logarithm per sample.
+	var lo, hi float64
 	for _, v := range sorted {
-		b := histBucket(v)
+		b := cur
+		if !(v > lo && v < hi) {
+			b = histBucket(v)
+			lo, hi = 0, 0
+			if b >= 1 {
+				lo, hi = histUpper(b-1)*(1+1e-9), histUpper(b)*(1-1e-9)
+			}
+		}
 		if b != cur {
 			if count > 0 {
 				out = append(out, [2]float64{roundSig(histUpper(cur)), float64(count)})

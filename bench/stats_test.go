@@ -156,3 +156,103 @@ func BenchmarkSummarize(b *testing.B) {
 		Summarize("bench", s)
 	}
 }
+
+// TestSortSamples: the radix sort agrees with slices.Sort, and inputs it
+// does not handle (negative, -0, NaN) still come out sorted.
+func TestSortSamples(t *testing.T) {
+	x := uint64(7)
+	rnd := func() uint64 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		return x
+	}
+	cases := map[string]func(i int) float64{
+		"latencies":  func(int) float64 { return float64(rnd()%10_000_000) / 1e6 },
+		"few values": func(int) float64 { return float64(rnd() % 3) },
+		"zeros":      func(int) float64 { return 0 },
+		"wide":       func(int) float64 { return math.Float64frombits(rnd() >> 1) }, // any non-negative, incl. +Inf and NaN patterns
+		"negative":   func(int) float64 { return float64(int(rnd()%1000) - 500) },
+		"minus zero": func(i int) float64 {
+			if i%7 == 0 {
+				return math.Copysign(0, -1)
+			}
+			return float64(i % 5)
+		},
+		"inf": func(i int) float64 {
+			if i%3 == 0 {
+				return math.Inf(1)
+			}
+			return 2.5
+		},
+	}
+	for name, gen := range cases {
+		for _, n := range []int{0, 1, 10, 1023, 1024, 5000} {
+			s := make([]float64, n)
+			for i := range s {
+				s[i] = gen(i)
+			}
+			want := slices.Clone(s)
+			slices.Sort(want)
+			sortSamples(s)
+			for i := range s {
+				if math.Float64bits(s[i]) != math.Float64bits(want[i]) && !(math.IsNaN(s[i]) && math.IsNaN(want[i])) && s[i] != want[i] {
+					t.Fatalf("%s n=%d: [%d] = %v, want %v", name, n, i, s[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkSortSamples(b *testing.B) {
+	s := make([]float64, 500_000)
+	x := uint32(1)
+	for i := range s {
+		x = x*1664525 + 1013904223
+		s[i] = float64(x%100_000_000) / 1e6
+	}
+	c := make([]float64, len(s))
+	b.Run("radix", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			copy(c, s)
+			sortSamples(c)
+		}
+	})
+	b.Run("slices.Sort", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			copy(c, s)
+			slices.Sort(c)
+		}
+	})
+}
+
+// TestHistogramShortcut: histogram's bucket shortcut gives the buckets of
+// histBucket for every sample, including samples at and next to bucket
+// bounds.
+func TestHistogramShortcut(t *testing.T) {
+	var s []float64
+	for i := 0; i <= 80; i++ {
+		u := histUpper(i)
+		s = append(s, u, math.Nextafter(u, 0), math.Nextafter(u, math.Inf(1)), u*(1+1e-9), u*(1-1e-9), u*1.05)
+	}
+	s = append(s, 0, 0.0005, 0.001, 1e-9)
+	slices.Sort(s)
+	got := histogram(s)
+	var want [][2]float64
+	cur, count := -1, 0
+	for _, v := range s {
+		if b := histBucket(v); b != cur {
+			if count > 0 {
+				want = append(want, [2]float64{roundSig(histUpper(cur)), float64(count)})
+			}
+			cur, count = b, 0
+		}
+		count++
+	}
+	want = append(want, [2]float64{roundSig(histUpper(cur)), float64(count)})
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
+}
