@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"sort"
 	"strings"
 	"sync"
@@ -76,6 +77,16 @@ type servedTracker struct {
 	// lastOther is the latest position in (floor, scanned] that is not an
 	// accepted event (another kind of record, or a rejected event).
 	lastOther uint64
+	// readAt: (room, user) -> position of the latest record that can move
+	// the user's read positions in the room (their own event in it, their
+	// receipt in it); with memberAt, what says that unread counts may use
+	// the positions they read before (positionsFresh).
+	readAt map[memberKey]uint64
+	// tokenAt is the position of the latest record that can revoke an
+	// access token (login to an existing device, logout, refresh,
+	// deactivation, password change): cached token owners read before it
+	// are void (tokens.go).
+	tokenAt uint64
 	// recent is the room activity stream of (recentFrom, scanned], which
 	// every woken long-poll scans.
 	recent     []projections.RoomChange
@@ -117,12 +128,15 @@ func (t *servedTracker) advance(s *Server, last uint64) {
 		seq  uint64
 	}
 	var marks []mark
+	var reads []readMark
+	var gaps [][2]uint64 // [lo, hi) ranges of positions that are not accepted events
 	member, other, next := uint64(0), uint64(0), from+1
 	var bad error
 	var changes []projections.RoomChange
 	err := s.store.Changes(from, last, func(seq uint64, _ string) bool {
 		if seq != next {
 			other = seq - 1 // positions in [next, seq) are not accepted events
+			gaps = append(gaps, [2]uint64{next, seq})
 		}
 		next = seq + 1
 		rec, err := s.store.Record(seq)
@@ -131,6 +145,8 @@ func (t *servedTracker) advance(s *Server, last uint64) {
 			return false
 		}
 		changes = append(changes, projections.RoomChange{Seq: seq, RoomID: rec.RoomID})
+		// The sender's own event moves their read position in its room.
+		reads = append(reads, readMark{memberKey{rec.RoomID, rec.Sender}, seq})
 		if rec.Type == "m.room.redaction" && rec.StateKey == nil {
 			marks = append(marks, mark{rec.RoomID, 'r', seq})
 		}
@@ -154,9 +170,17 @@ func (t *servedTracker) advance(s *Server, last uint64) {
 	})
 	if next <= last {
 		other = last
+		gaps = append(gaps, [2]uint64{next, last + 1})
+	}
+	var tokenAt uint64
+	if err == nil && bad == nil {
+		var rs []readMark
+		if rs, tokenAt, bad = classifyGaps(s, gaps); bad == nil {
+			reads = append(reads, rs...)
+		}
 	}
 	if err != nil || bad != nil || len(t.touched)+len(t.stateAt)+len(t.memberAt)+len(marks) > servedTrackerMax ||
-		len(t.redacted)+len(t.related)+len(t.clean) > servedTrackerMax {
+		len(t.redacted)+len(t.related)+len(t.clean) > servedTrackerMax || len(t.readAt)+len(reads) > servedTrackerMax {
 		t.void(last) // unknown or too much
 		return
 	}
@@ -181,8 +205,12 @@ func (t *servedTracker) advance(s *Server, last uint64) {
 			delete(t.members, k)
 		}
 	}
+	for _, r := range reads {
+		t.readAt[r.k] = max(t.readAt[r.k], r.seq)
+	}
 	t.lastMember = max(t.lastMember, member)
 	t.lastOther = max(t.lastOther, other)
+	t.tokenAt = max(t.tokenAt, tokenAt)
 	if len(t.recent)+len(changes) > recentMax {
 		// Keep the newer half (at least): long-polls ask for the newest.
 		drop := max(len(t.recent)/2, len(t.recent)+len(changes)-recentMax)
@@ -206,6 +234,7 @@ func (t *servedTracker) void(last uint64) {
 		t.touched, t.redacted, t.stateAt = map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 		t.memberAt, t.members = map[memberKey]uint64{}, map[memberKey]cachedMember{}
 		t.related, t.clean = map[string]uint64{}, map[string]uint64{}
+		t.readAt = map[memberKey]uint64{}
 	}
 	clear(t.touched)
 	clear(t.redacted)
@@ -214,11 +243,82 @@ func (t *servedTracker) void(last uint64) {
 	clear(t.stateAt)
 	clear(t.memberAt)
 	clear(t.members)
-	t.floor, t.lastMember, t.lastOther = last, 0, 0
+	clear(t.readAt)
+	t.floor, t.lastMember, t.lastOther, t.tokenAt = last, 0, 0, 0
 	t.gen.Add(1)
 	t.recent, t.recentFrom = t.recent[:0], last
 	t.mu.Unlock()
 	t.scanned.Store(last)
+}
+
+// readMark is a record at seq that can move k.user's read positions in
+// k.room.
+type readMark struct {
+	k   memberKey
+	seq uint64
+}
+
+// gapReadMax bounds the records classifyGaps reads in one advance; a
+// window with more of them voids the tracker instead.
+const gapReadMax = 4096
+
+// classifyGaps reads the records at the positions of gaps (those that are
+// not accepted room events) for what the tracker's caches depend on: the
+// receipts, which move read positions, and the records that can revoke
+// access tokens (tokenAt, the latest of them; 0 if none). An error means
+// it cannot tell.
+func classifyGaps(s *Server, gaps [][2]uint64) (reads []readMark, tokenAt uint64, err error) {
+	n := uint64(0)
+	for _, g := range gaps {
+		n += g[1] - g[0]
+	}
+	if n > gapReadMax {
+		return nil, 0, errTooManyGaps
+	}
+	for _, g := range gaps {
+		for q := g[0]; q < g[1]; q++ {
+			rec, err := s.log.Get(q)
+			if err != nil {
+				return nil, 0, err
+			}
+			switch rec.Kind {
+			case projections.KindReceipt:
+				v, err := projections.Decode(rec)
+				if err != nil {
+					return nil, 0, err
+				}
+				if r, ok := v.(*projections.ReceiptRecord); ok {
+					reads = append(reads, readMark{memberKey{r.RoomID, r.UserID}, q})
+				}
+			case projections.KindLogin, projections.KindLogout, projections.KindRefresh,
+				projections.KindDeactivate, projections.KindPassword:
+				tokenAt = q
+			}
+		}
+	}
+	return reads, tokenAt, nil
+}
+
+var errTooManyGaps = errors.New("api: too many records to classify")
+
+// positionsFresh reports whether the tracker knows that user's join and
+// read positions in room did not change in (at, t.scanned]: neither their
+// membership, nor a receipt or an event of theirs in the room.
+func (t *servedTracker) positionsFresh(room, user string, at uint64) bool {
+	k := memberKey{room, user}
+	t.mu.RLock()
+	ok := at >= t.floor && t.memberAt[k] <= at && t.readAt[k] <= at
+	t.mu.RUnlock()
+	return ok
+}
+
+// tokensFresh reports whether the tracker knows that no access token was
+// revoked in (at, t.scanned].
+func (t *servedTracker) tokensFresh(at uint64) bool {
+	t.mu.RLock()
+	ok := at >= t.floor && t.tokenAt <= at
+	t.mu.RUnlock()
+	return ok
 }
 
 // stillPlain reports whether an event found plain (as of base.plainAt) is

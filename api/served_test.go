@@ -163,3 +163,105 @@ func findSyEvent(evs []syEvent, id string) *syEvent {
 	}
 	return nil
 }
+
+// TestServedUnreadCountsFollowPositions: unread counts that reuse the read
+// positions read at an earlier sync (the tracker vouches for them) drop
+// after a receipt, after the user's own message, and start again after a
+// leave and a rejoin; other users' receipts change nothing.
+func TestServedUnreadCountsFollowPositions(t *testing.T) {
+	ts, alice, bob, room := syRoomPair(t, Config{EnableRegistration: true, DisablePresence: true})
+	carol := ts.register("carol")
+	ts.syJoin(carol, room) // three members: messages notify
+	s := ts.sySync(bob, "")
+	step := func(name string, want int) {
+		t.Helper()
+		s = ts.syAfter(bob, s.NextBatch)
+		j, ok := s.Rooms.Join[room]
+		if !ok || j.Unread == nil || j.Unread.Notify != want {
+			t.Fatalf("%s: want %d notifications: %s", name, want, s.raw)
+		}
+	}
+	ts.syMsg(alice, room, "one")
+	step("first", 1)
+	last := ts.syMsg(alice, room, "two")
+	step("second", 2)
+	ts.syOK("POST", syPath(room, "/receipt/m.read/", url.PathEscape(last)), carol, `{}`)
+	ts.syMsg(alice, room, "three")
+	step("after carol's receipt", 3)
+	ts.syOK("POST", syPath(room, "/receipt/m.read/", url.PathEscape(last)), bob, `{}`)
+	ts.syMsg(alice, room, "four")
+	step("after bob's receipt", 2)
+	ts.syMsg(bob, room, "mine")
+	ts.syMsg(alice, room, "five")
+	step("after bob's message", 1)
+	ts.syMsg(alice, room, "six")
+	step("six", 2)
+	ts.syOK("POST", syPath(room, "/leave"), bob, `{}`)
+	s = ts.syAfter(bob, s.NextBatch)
+	ts.syMsg(alice, room, "while away")
+	ts.syJoin(bob, room)
+	ts.syMsg(alice, room, "back")
+	step("after rejoin", 1)
+}
+
+// TestTokenCacheRevocation: a token the cache holds is refused as soon as
+// it is revoked: by logout, by a login that replaces the device's token,
+// by logout/all and by deactivation.
+func TestTokenCacheRevocation(t *testing.T) {
+	ts := newTestServer(t, Config{EnableRegistration: true, DisablePresence: true})
+	whoami := func(tok string) int { return ts.do("GET", syV3+"/account/whoami", tok, "").status }
+	login := func(user, device string) string {
+		t.Helper()
+		body := `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"` + user + `"},"password":"pw"`
+		if device != "" {
+			body += `,"device_id":"` + device + `"`
+		}
+		r := ts.do("POST", syV3+"/login", "", body+"}")
+		if r.status != 200 {
+			t.Fatalf("login: %d %s", r.status, r.body)
+		}
+		return r.field("access_token")
+	}
+	cached := func(tok string) {
+		t.Helper()
+		for i := 0; i < 3; i++ {
+			if st := whoami(tok); st != 200 {
+				t.Fatalf("token refused before revocation: %d", st)
+			}
+		}
+	}
+	refused := func(what, tok string) {
+		t.Helper()
+		r := ts.do("GET", syV3+"/account/whoami", tok, "")
+		if r.status != 401 || r.field("errcode") != "M_UNKNOWN_TOKEN" {
+			t.Fatalf("%s: token still accepted: %d %s", what, r.status, r.body)
+		}
+	}
+
+	alice := ts.register("alice")
+	cached(alice)
+	ts.syOK("POST", "/logout", alice, `{}`)
+	refused("logout", alice)
+
+	old := login("alice", "DEV1")
+	cached(old)
+	fresh := login("alice", "DEV1") // the same device: its token is replaced
+	refused("login to the same device", old)
+	cached(fresh)
+
+	other := login("alice", "")
+	cached(other)
+	ts.syOK("POST", "/logout/all", fresh, `{}`)
+	refused("logout/all", fresh)
+	refused("logout/all (other device)", other)
+
+	bob := ts.register("bob")
+	cached(bob)
+	r := ts.do("POST", syV3+"/account/deactivate", bob, `{}`)
+	session := r.field("session")
+	r = ts.do("POST", syV3+"/account/deactivate", bob, `{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"bob"},"password":"pw","session":"`+session+`"}}`)
+	if r.status != 200 {
+		t.Fatalf("deactivate: %d %s", r.status, r.body)
+	}
+	refused("deactivation", bob)
+}

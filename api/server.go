@@ -197,7 +197,7 @@ func (s *Server) authenticate(r *Req) *Error {
 	if len(tok) == 0 {
 		return merr(401, "M_MISSING_TOKEN", "Missing access token")
 	}
-	user, device, e := s.tokenOwner(tok) // api/accounts.go: expiry, soft logout
+	user, device, e := s.cachedTokenOwner(tok) // api/tokens.go, api/accounts.go: expiry, soft logout
 	if e != nil {
 		return e
 	}

@@ -194,9 +194,23 @@ func newSyncState(s *Server, req *syncRequest, since syncPos) *syncState {
 	return st
 }
 
+// resetCollected forgets what collection found. The maps are made on
+// first write (most windows of a busy room fill only rooms, with one room).
 func (st *syncState) resetCollected() {
-	st.rooms, st.roomOrder, st.roomAD, st.typingRooms = map[string]bool{}, nil, map[string][]string{}, map[string]bool{}
-	st.globalAD, st.presence, st.seen, st.extChanged = nil, nil, map[string]bool{}, false
+	st.rooms, st.roomOrder, st.roomAD, st.typingRooms = nil, nil, nil, nil
+	st.globalAD, st.presence, st.seen, st.extChanged = nil, nil, nil, false
+}
+
+// see marks a dedup key of globalAD/presence entries; false if it was seen.
+func (st *syncState) see(k string) bool {
+	if st.seen[k] {
+		return false
+	}
+	if st.seen == nil {
+		st.seen = map[string]bool{}
+	}
+	st.seen[k] = true
+	return true
 }
 
 // pending reports whether collection found anything.
@@ -219,13 +233,26 @@ func (st *syncState) collect(from, to syncPos) error {
 			return false
 		}
 		if ok {
+			if st.rooms == nil {
+				st.rooms = make(map[string]bool, 4)
+			}
 			st.rooms[room] = true
 			st.roomOrder = append(st.roomOrder, room)
 		}
 		return true
 	}
 	if to.log > from.log {
-		if err := s.changes(from.log, to.log, func(_ uint64, room string) bool { return touch(room) }); err != nil {
+		// A busy room's window is mostly runs of the same room: a run is
+		// looked up once.
+		last := ""
+		err := s.changes(from.log, to.log, func(_ uint64, room string) bool {
+			if room == last && last != "" {
+				return true
+			}
+			last = room
+			return touch(room)
+		})
+		if err != nil {
 			return err
 		}
 		if ferr != nil {
@@ -250,13 +277,15 @@ func (st *syncState) collect(from, to syncPos) error {
 			}
 			err = s.store.AccountDataChanges(st.user, from.log, to.log, func(_ uint64, room, typ string) bool {
 				if room == "" {
-					if !st.seen["a"+typ] {
-						st.seen["a"+typ] = true
+					if st.see("a" + typ) {
 						st.globalAD = append(st.globalAD, typ)
 					}
 					return true
 				}
 				if !containsStr(st.roomAD[room], typ) {
+					if st.roomAD == nil {
+						st.roomAD = map[string][]string{}
+					}
 					st.roomAD[room] = append(st.roomAD[room], typ)
 				}
 				return touch(room)
@@ -286,6 +315,9 @@ func (st *syncState) collect(from, to syncPos) error {
 				return err
 			}
 			if m.Membership == projections.MemberJoin {
+				if st.typingRooms == nil {
+					st.typingRooms = map[string]bool{}
+				}
 				st.typingRooms[room] = true
 				touch(room)
 			}
@@ -298,8 +330,7 @@ func (st *syncState) collect(from, to syncPos) error {
 			return err
 		}
 		for _, u := range users {
-			if !st.seen["p"+u] {
-				st.seen["p"+u] = true
+			if st.see("p" + u) {
 				st.presence = append(st.presence, u)
 			}
 		}

@@ -41,6 +41,9 @@ type syncHub struct {
 	// quiet caches values only non-event records change (served.go).
 	quiet quietCache
 
+	// tokens caches access token owners (tokens.go).
+	tokens tokenCache
+
 	// tlMembers shares the timeline senders' membership events among the
 	// listeners of a wake (sync_rooms.go).
 	tlMembers tlMembersCache

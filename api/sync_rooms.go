@@ -82,7 +82,14 @@ func (st *syncState) joinedRoom(b []byte, room string, m projections.Member, ful
 		b = append(b, `,"summary":`...)
 		b = append(b, summary...)
 	}
-	counts, err := s.store.UnreadCounts(st.user, room)
+	// The served tracker vouches for the user's read positions between
+	// syncs (it has seen every receipt and event of theirs), so they are
+	// read again only after they may have moved.
+	t := &s.hub.served
+	t.advance(s, st.upto.log)
+	counts, err := s.store.UnreadCountsAt(st.user, room, st.upto.log, func(at uint64) bool {
+		return t.positionsFresh(room, st.user, at)
+	})
 	if err != nil {
 		return b[:start], false, err
 	}

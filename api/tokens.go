@@ -1,8 +1,10 @@
 package api
 
 import (
+	"crypto/sha256"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -58,3 +60,68 @@ func parseToken(t string) (uint64, bool) {
 }
 
 func nowMS() int64 { return time.Now().UnixMilli() }
+
+// Access tokens: every request looks its token up, and on a busy server
+// the same few thousand tokens come back many times a second. The owner
+// of a token is kept in memory by the token's hash, with the served
+// tracker's position the lookup reflects, and is used again while the
+// tracker has seen no record that can revoke a token since (tokensFresh:
+// a login to an existing device, a logout, a refresh, a deactivation, a
+// password change; served.go). The tracker is brought up to the log's
+// durable position first, so a token revoked by a request that has
+// answered is never accepted from the cache: its record is at or before
+// that position. Expiry is checked on every use.
+type tokenCache struct {
+	mu sync.RWMutex
+	m  map[[sha256.Size]byte]cachedToken
+}
+
+type cachedToken struct {
+	user, device string
+	expires      int64  // ms since the epoch; 0: the token does not expire
+	p            uint64 // the lookup reflects at least this tracker position
+}
+
+// tokenCacheMax bounds the cache; reaching it forgets every entry, which
+// only costs the lookups again.
+const tokenCacheMax = 1 << 16
+
+// cachedTokenOwner is tokenOwner through the token cache.
+func (s *Server) cachedTokenOwner(tok []byte) (user, device string, e *Error) {
+	if s.hub == nil {
+		return s.tokenOwner(tok)
+	}
+	h := sha256.Sum256(tok)
+	t := &s.hub.served
+	t.advance(s, s.log.Last())
+	c := &s.hub.tokens
+	c.mu.RLock()
+	ct, ok := c.m[h]
+	c.mu.RUnlock()
+	if ok && t.tokensFresh(ct.p) && (ct.expires == 0 || nowMS() < ct.expires) {
+		return ct.user, ct.device, nil
+	}
+	p := t.scanned.Load() // the reads below reflect at least this position
+	if user, device, e = s.tokenOwner(tok); e != nil {
+		return "", "", e
+	}
+	ct = cachedToken{user: user, device: device, p: p}
+	if strings.HasPrefix(string(tok), expiringPrefix) {
+		exp, ok, err := s.store.TokenExpiry(h[:])
+		if err != nil {
+			return user, device, nil // answered; just not cached
+		}
+		if ok {
+			ct.expires = max(exp, 1)
+		}
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= tokenCacheMax {
+		c.m = map[[sha256.Size]byte]cachedToken{}
+	}
+	if old, had := c.m[h]; !had || old.p <= p {
+		c.m[h] = ct
+	}
+	c.mu.Unlock()
+	return user, device, nil
+}

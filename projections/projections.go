@@ -106,17 +106,38 @@ type Tx struct {
 	// Delete: a projection that reads the same rows for many records of a
 	// batch (push room info, member rows and rules, for every event of a busy room) pays
 	// for one read. Only keys read before are tracked, so it stays small.
-	memo map[string]memoEntry
+	memo map[string]*memoEntry
 	// scratch is per-batch space for a projection's own derived caches
 	// (each is responsible for forgetting what its writes invalidate).
 	scratch map[string]any
+	// keep is a projection's own cache across batches (reset leaves it):
+	// it may hold only what committed rows say (push.go, pushKeep).
+	keep any
 	// w, in replay, buffers point writes to add them to b sorted (replay.go).
 	w *writeBuf
+	// track, in replay, keeps every write in memo, so that reads see
+	// what w buffers (replay.go), but those of rows under the prefix
+	// byte unread (if not 0), which the fold never reads.
+	track  bool
+	unread byte
 }
 
 type memoEntry struct {
 	v  []byte
 	ok bool
+}
+
+// remember sets the memo of k (an entry is updated in place: a row
+// rewritten for every record costs no allocation).
+func (t *Tx) remember(k, v []byte, ok bool) {
+	if e := t.memo[string(k)]; e != nil {
+		e.v, e.ok = append(e.v[:0], v...), ok
+		return
+	}
+	if t.memo == nil {
+		t.memo = map[string]*memoEntry{}
+	}
+	t.memo[string(k)] = &memoEntry{append([]byte(nil), v...), ok}
 }
 
 // reset points t at a new batch, forgetting what it read.
@@ -133,7 +154,7 @@ func (t *Tx) key(k []byte) []byte {
 
 // Get returns a copy of the value at k, or nil, false.
 func (t *Tx) Get(k []byte) ([]byte, bool, error) {
-	if e, ok := t.memo[string(k)]; ok {
+	if e := t.memo[string(k)]; e != nil {
 		if !e.ok {
 			return nil, false, nil
 		}
@@ -143,10 +164,7 @@ func (t *Tx) Get(k []byte) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if t.memo == nil {
-		t.memo = map[string]memoEntry{}
-	}
-	t.memo[string(k)] = memoEntry{append([]byte(nil), v...), ok}
+	t.remember(k, v, ok)
 	return v, ok, nil
 }
 
@@ -165,8 +183,10 @@ func (t *Tx) read(k []byte) ([]byte, bool, error) {
 
 // Set writes k = v. The batch copies both.
 func (t *Tx) Set(k, v []byte) error {
-	if _, ok := t.memo[string(k)]; ok {
-		t.memo[string(k)] = memoEntry{append([]byte(nil), v...), true}
+	if t.track && (t.unread == 0 || len(k) == 0 || k[0] != t.unread) {
+		t.remember(k, v, true)
+	} else if e := t.memo[string(k)]; e != nil {
+		e.v, e.ok = append(e.v[:0], v...), true
 	}
 	if t.w != nil {
 		t.w.add(t.key(k), v, false)
@@ -177,8 +197,10 @@ func (t *Tx) Set(k, v []byte) error {
 
 // Delete removes k.
 func (t *Tx) Delete(k []byte) error {
-	if _, ok := t.memo[string(k)]; ok {
-		t.memo[string(k)] = memoEntry{}
+	if t.track && (t.unread == 0 || len(k) == 0 || k[0] != t.unread) {
+		t.remember(k, nil, false)
+	} else if e := t.memo[string(k)]; e != nil {
+		e.v, e.ok = e.v[:0], false
 	}
 	if t.w != nil {
 		t.w.add(t.key(k), nil, true)
@@ -292,6 +314,9 @@ func (s *Set) CatchUp(l *log.Log, db *pebble.DB) error {
 	if err := s.migrate(db); err != nil {
 		return err
 	}
+	for i := range s.tx {
+		s.tx[i].keep = nil // rows are about to change under it
+	}
 	from := make([]uint64, len(s.all))
 	for i, p := range s.all {
 		cp, err := Checkpoint(db, p.ID())
@@ -303,7 +328,7 @@ func (s *Set) CatchUp(l *log.Log, db *pebble.DB) error {
 		}
 		from[i] = cp + 1
 	}
-	return s.replay(l, db, s.all, from, pebble.NoSync, true)
+	return s.replay(l, db, s.all, from, pebble.NoSync, true, nil)
 }
 
 // Reset drops every projection's rows and rebuilds them from position 1.
@@ -325,17 +350,15 @@ func (s *Set) Reset(l *log.Log, db *pebble.DB) error {
 
 // replay folds the log from position from into db. One goroutine reads and
 // decodes; every projection then folds the same decoded chunks in its own
-// goroutine, into its own batches: projections never read each other's rows,
-// so they are independent, and pebble inserts concurrent commits into the
-// memtable in parallel. Replay batches are plain (not indexed) and reach the
-// memtable sorted by key: a projection reads rows only for records it says
-// NeedsRead, and such a record is folded in a batch of its own, after what
-// came before it is committed (replay.go).
+// goroutine: projections never read each other's rows, so they are
+// independent. Each buffers its writes and writes them out sorted, rarely,
+// into the memtable or (ing non-nil) as ingested sstables; reads see what is
+// buffered (replay.go, replay_ingest.go).
 //
 // flush says whether to flush the memtables at the end (CatchUp does, so what
 // it folded is in sstables before the server starts; a scratch Rebuild need
 // not).
-func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64, opts *pebble.WriteOptions, flush bool) error {
+func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64, opts *pebble.WriteOptions, flush bool, ing *ingester) error {
 	type decoded struct {
 		seq uint64
 		v   any
@@ -357,11 +380,15 @@ func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64,
 
 	errs := make(chan error, len(ps)+1)
 	var wg sync.WaitGroup
+	rps := make([]*replayer, len(ps))
+	paths := make([]string, len(ps)) // each projection's last sstable (ing)
 	for i, p := range ps {
+		rps[i] = newReplayer(db, p, opts, ing)
 		wg.Add(1)
-		go func(p Projection, feed <-chan []decoded, from uint64) {
+		go func(i int, feed <-chan []decoded, from uint64) {
 			defer wg.Done()
-			rp := newReplayer(db, p, opts)
+			rp := rps[i]
+			defer rp.close()
 			var err error
 			for chunk := range feed {
 				// Skip what this projection's checkpoint already covers.
@@ -377,10 +404,10 @@ func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64,
 				}
 			}
 			if err == nil {
-				err = rp.finish()
+				paths[i], err = rp.finish()
 			}
 			errs <- err
-		}(p, feeds[i], froms[i])
+		}(i, feeds[i], froms[i])
 	}
 
 	chunk := make([]decoded, 0, replayBatch)
@@ -422,6 +449,26 @@ func (s *Set) replay(l *log.Log, db *pebble.DB, ps []Projection, froms []uint64,
 	if readErr != nil {
 		return readErr
 	}
+	if ing != nil {
+		// One ingestion: every projection's last rows, and the
+		// checkpoints of the projections that have not committed theirs.
+		var cps []checkpointAt
+		for _, rp := range rps {
+			if rp.last > rp.saved {
+				cps = append(cps, checkpointAt{rp.p.ID(), rp.last})
+			}
+		}
+		if len(cps) > 0 {
+			cp, err := ing.writeCheckpoints(cps)
+			if err != nil {
+				return err
+			}
+			paths = append(paths, cp)
+		}
+		if err := ing.ingest(paths...); err != nil {
+			return err
+		}
+	}
 	if !flush {
 		return nil
 	}
@@ -436,20 +483,30 @@ var errStopped = errors.New("projections: replay stopped")
 // Rebuild replays the whole log into a fresh database at dir (which must not
 // exist or be empty) and returns it; used by `engram replay --verify`.
 //
-// The database is scratch space for a comparison: it has no WAL, and the
-// rows of its last memtable are not flushed (writing them to an sstable
-// took a third of the rebuild only to be thrown away). A caller that means
+// The database is scratch space for a comparison: it has no WAL, its rows
+// are ingested as sstables that were never synced, and whatever some
+// projection committed to its memtable is not flushed. A caller that means
 // to keep it must db.Flush() before Close.
 func (s *Set) Rebuild(l *log.Log, dir string) (*pebble.DB, error) {
-	db, err := pebble.Open(dir, rebuildOptions())
+	o := rebuildOptions()
+	db, err := pebble.Open(dir, o)
 	if err != nil {
+		return nil, err
+	}
+	ing, err := newIngester(db, o, dir)
+	if err != nil {
+		db.Close()
 		return nil, err
 	}
 	froms := make([]uint64, len(s.all))
 	for i := range froms {
 		froms[i] = 1
 	}
-	if err := s.replay(l, db, s.all, froms, pebble.NoSync, false); err != nil {
+	err = s.replay(l, db, s.all, froms, pebble.NoSync, false, ing)
+	if cerr := ing.close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -92,6 +92,10 @@ const PushID byte = 'y'
 func (Push) ID() byte     { return PushID }
 func (Push) Name() string { return "push" }
 
+// unreadPrefix: the fold writes notification entries and never reads them
+// (replay need not keep them where reads would look).
+func (Push) unreadPrefix() byte { return 'E' }
+
 // Version 1: one notification entry per event ('E'), join positions in
 // 'l' (format 0 kept notifications and counters per member).
 func (Push) Version() uint32 { return 1 }
@@ -189,12 +193,16 @@ func (Push) NeedsRead(v any) bool {
 }
 
 func (p Push) Apply(tx *Tx, seq uint64, v any) error {
+	keepOf(tx).at(seq)
 	switch r := v.(type) {
 	case *AccountRecord:
 		return tx.Set(pushAccountKey(r.UserID), nil)
 	case *PushRulesRecord:
-		// Member lists cached in this batch say who has rules of their own.
-		clear(batchOf(tx).members)
+		// Member lists cached say who has rules of their own.
+		b := batchOf(tx)
+		clear(b.members)
+		b.rulesChanged = true
+		keepOf(tx).forget("")
 		if len(r.Rules) == 0 {
 			return tx.Delete(pushRulesKey(r.UserID))
 		}
@@ -241,19 +249,21 @@ func (p Push) applyEvent(o overlay, seq uint64, r *EventRecord) error {
 	if err != nil {
 		return err
 	}
+	// The members evaluated are the room's local members but the sender
+	// (all, read-only: it may be cached), and an invitee (extra).
 	all, err := localMembers(o, r.RoomID)
 	if err != nil {
 		return err
 	}
-	members := make([]localMember, 0, len(all)+1)
 	senderLocal := false
-	for _, m := range all {
-		if m.user == r.Sender {
-			senderLocal = true
-			continue
-		}
-		members = append(members, m)
+	for i := range all {
+		senderLocal = senderLocal || all[i].user == r.Sender
 	}
+	others := len(all)
+	if senderLocal {
+		others--
+	}
+	var extra []localMember
 	// The invitee of a local invite is notified too (.m.rule.invite_for_me),
 	// though not joined.
 	if r.Type == "m.room.member" && r.Membership == "invite" && r.StateKey != nil && *r.StateKey != r.Sender {
@@ -264,15 +274,16 @@ func (p Push) applyEvent(o overlay, seq uint64, r *EventRecord) error {
 		}
 		if local {
 			found := false
-			for _, m := range members {
-				found = found || m.user == invitee
+			for i := range all {
+				found = found || all[i].user == invitee
 			}
 			if !found {
 				_, custom, err := o.get(pushRulesKey(invitee))
 				if err != nil {
 					return err
 				}
-				members = append(members, localMember{user: invitee, custom: custom})
+				extra = append(extra, localMember{user: invitee, custom: custom})
+				others++
 			}
 		}
 	}
@@ -281,21 +292,22 @@ func (p Push) applyEvent(o overlay, seq uint64, r *EventRecord) error {
 	// needs it, or the sender's event may belong to a thread; and not even
 	// then when only the default rules are evaluated and the PDU shows
 	// none of what they (or threads) look for in content (plainPDU).
-	needEvent := len(members) > 0 || (senderLocal && bytes.Contains(r.PDU, []byte(`"m.relates_to"`)))
+	needEvent := others > 0 || (senderLocal && bytes.Contains(r.PDU, []byte(`"m.relates_to"`)))
 	needContent := false
 	for _, c := range changes {
 		if c.EventID == r.EventID && (c.Type == "m.room.power_levels" || c.Type == "m.room.create" || c.Type == "m.room.member") {
 			needEvent, needContent = true, true
 		}
 	}
-	for _, m := range members {
-		needContent = needContent || m.custom || !m.joined
+	needContent = needContent || len(extra) > 0
+	for i := range all {
+		needContent = needContent || (all[i].custom && all[i].user != r.Sender)
 	}
 	var ev map[string]any
 	plain := false
 	switch {
 	case !needEvent:
-	case !needContent && plainPDU(r.PDU):
+	case !needContent && plainPDU(r.Type, r.PDU):
 		plain = true // evaluated from the record: ev stays nil
 	default:
 		ev = eventView(r)
@@ -316,8 +328,8 @@ func (p Push) applyEvent(o overlay, seq uint64, r *EventRecord) error {
 		threadKey = "main"
 	}
 
-	if len(members) > 0 {
-		if err := p.evaluate(o, seq, r, ev, plain, info, members, thread); err != nil {
+	if others > 0 {
+		if err := p.evaluate(o, seq, r, ev, plain, info, all, extra, thread); err != nil {
 			return err
 		}
 	}
@@ -346,11 +358,14 @@ func (p Push) applyEvent(o overlay, seq uint64, r *EventRecord) error {
 	return nil
 }
 
-// evaluate runs push rules for the event's local members and writes its
-// entry: the default rules once, for a member they cannot single out, and
-// every member they might (mentioned, invited) or whose own rules apply.
-func (p Push) evaluate(o overlay, seq uint64, r *EventRecord, ev map[string]any, plain bool, info *pushRoomInfo, members []localMember, thread string) error {
-	pe := &pushEvent{ev: ev, rec: r, pdu: r.PDU, memberCount: info.Joined, senderPower: info.power(r.Sender), notifLevel: info.notifLevel}
+// evaluate runs push rules for the event's local members (all but the
+// sender, and extra) and writes its entry: the default rules once, for a
+// member they cannot single out, and every member they might (mentioned,
+// invited) or whose own rules apply.
+func (p Push) evaluate(o overlay, seq uint64, r *EventRecord, ev map[string]any, plain bool, info *pushRoomInfo, all, extra []localMember, thread string) error {
+	pb := batchOf(o.tx)
+	pe := &pb.pe
+	*pe = pushEvent{ev: ev, rec: r, pdu: r.PDU, memberCount: info.Joined, senderPower: info.power(r.Sender), notifLevel: pb.notifLevel(info)}
 	if plain {
 		pe.pdu = nil
 	}
@@ -365,10 +380,10 @@ func (p Push) evaluate(o overlay, seq uint64, r *EventRecord, ev map[string]any,
 	}
 	named := mentionedUsers(r, ev)
 	anyDefault := false
-	for _, m := range members {
+	one := func(m *localMember) error {
 		if !m.custom && (named == nil || !named[strings.ToLower(m.user)]) {
 			anyDefault = anyDefault || m.joined
-			continue
+			return nil
 		}
 		rules := defaultCompiled
 		if m.custom {
@@ -385,6 +400,25 @@ func (p Push) evaluate(o overlay, seq uint64, r *EventRecord, ev map[string]any,
 			e.Except = append(e.Except, x)
 		} else {
 			anyDefault = true
+		}
+		return nil
+	}
+	for i := range all {
+		m := &all[i]
+		if m.user == r.Sender {
+			continue
+		}
+		if !m.custom && named == nil {
+			anyDefault = anyDefault || m.joined
+			continue
+		}
+		if err := one(m); err != nil {
+			return err
+		}
+	}
+	for i := range extra {
+		if err := one(&extra[i]); err != nil {
+			return err
 		}
 	}
 	if len(e.Except) == 0 && (e.Flags == 0 || !anyDefault) {
@@ -572,9 +606,46 @@ func (p Push) applyMember(o overlay, info *pushRoomInfo, seq uint64, r *EventRec
 // it has one, otherwise the quoted key under content. A PDU holding none of
 // them and no escape (which could spell one differently) gives every such
 // condition the same answer with or without content: none matches.
-var plainNeedles = func() (out []needle) {
-	out = append(out, needle{s: `"m.relates_to"`})
+//
+// A rule that names an event type other than the event's cannot match it
+// whatever the content, so its conditions are left out: the needles are
+// kept per type the default rules name (plainByType, by lower-case type:
+// their event_match on the type ignores case) and for every other type
+// (plainOther). A type that is not ASCII, which simple case folding could
+// still match with a rule's type, gets every needle (plainAll).
+var plainAll, plainOther, plainByType = func() (*needleSet, *needleSet, map[string]*needleSet) {
+	byType := map[string]*needleSet{}
 	for _, r := range defaultCompiled {
+		if t, ok := ruleType(&r); ok {
+			byType[t] = nil
+		}
+	}
+	for t := range byType {
+		byType[t] = plainNeedles(func(rt string, ok bool) bool { return !ok || rt == t })
+	}
+	return plainNeedles(func(string, bool) bool { return true }), plainNeedles(func(_ string, ok bool) bool { return !ok }), byType
+}()
+
+// ruleType returns the event type a rule requires (lower case), if it has
+// an event_match on the type without wildcards.
+func ruleType(r *compiledRule) (string, bool) {
+	for _, c := range r.conds {
+		if c.kind == condEventMatch && c.re == nil && !c.userEq && len(c.path) == 1 && c.path[0] == "type" {
+			return strings.ToLower(c.literal), true
+		}
+	}
+	return "", false
+}
+
+// plainNeedles returns the needles of the default rules that keep says may
+// match (given the type the rule requires, if any).
+func plainNeedles(keep func(typ string, ok bool) bool) *needleSet {
+	out := &needleSet{needles: []needle{{s: `"m.relates_to"`}}}
+	for i := range defaultCompiled {
+		r := &defaultCompiled[i]
+		if !keep(ruleType(r)) {
+			continue
+		}
 		for _, c := range r.conds {
 			if len(c.path) < 2 || c.path[0] != "content" {
 				continue
@@ -585,55 +656,62 @@ var plainNeedles = func() (out []needle) {
 				// long s to s: a literal with those letters also needs
 				// the PDU to be ASCII.
 				l := strings.ToLower(c.literal)
-				out = append(out, needle{s: l, fold: true, ascii: strings.ContainsAny(l, "ks")})
+				out.needles = append(out.needles, needle{s: l, fold: true})
+				out.ascii = out.ascii || strings.ContainsAny(l, "ks")
 			case (c.kind == condPropertyIs || c.kind == condPropertyContains) && isStr && !c.userEq:
-				out = append(out, needle{s: v})
+				out.needles = append(out.needles, needle{s: v})
 			default:
-				out = append(out, needle{s: `"` + c.path[1] + `"`})
+				out.needles = append(out.needles, needle{s: `"` + c.path[1] + `"`})
 			}
 		}
 	}
+	out.dotted = true
+	for i := range out.needles {
+		out.needles[i].dot = strings.IndexByte(out.needles[i].s, '.')
+		out.dotted = out.dotted && out.needles[i].dot >= 0
+	}
 	return out
-}()
-
-type needle struct {
-	s     string
-	fold  bool // ASCII case-insensitive
-	ascii bool // and found in any PDU that is not ASCII
-	dot   int  // index of the first '.' in s (-1: none)
 }
 
-// plainDotted says whether every needle has a '.': then plainPDU looks
-// only around the dots of a PDU instead of searching for each needle.
-var plainDotted = func() bool {
-	for i := range plainNeedles {
-		plainNeedles[i].dot = strings.IndexByte(plainNeedles[i].s, '.')
-		if plainNeedles[i].dot < 0 {
-			return false
-		}
-	}
-	return true
-}()
+// needleSet is what plainPDU looks for in the PDU of an event type.
+type needleSet struct {
+	needles []needle
+	ascii   bool // only an ASCII PDU can be plain
+	dotted  bool // every needle has a '.': look only around the PDU's dots
+}
+
+type needle struct {
+	s    string
+	fold bool // ASCII case-insensitive
+	dot  int  // index of the first '.' in s (-1: none)
+}
 
 // plainPDU reports whether the server-default rules can be evaluated on an
-// event without its content (see plainNeedles).
-func plainPDU(pdu []byte) bool {
+// event of type typ without its content (see plainNeedles).
+func plainPDU(typ string, pdu []byte) bool {
+	set := plainOther
+	if s, ok := plainByType[typ]; ok {
+		set = s
+	} else if !isASCII([]byte(typ)) {
+		set = plainAll
+	} else if s, ok := plainByType[asciiLower(typ)]; ok {
+		set = s
+	}
 	if bytes.IndexByte(pdu, '\\') >= 0 {
 		return false
 	}
-	for _, n := range plainNeedles {
-		if n.ascii && !isASCII(pdu) {
-			return false
-		}
+	if set.ascii && !isASCII(pdu) {
+		return false
 	}
-	if plainDotted {
+	if set.dotted {
 		for i := 0; ; {
 			j := bytes.IndexByte(pdu[i:], '.')
 			if j < 0 {
 				return true
 			}
 			i += j
-			for _, n := range plainNeedles {
+			for k := range set.needles {
+				n := &set.needles[k]
 				if start := i - n.dot; start >= 0 && start+len(n.s) <= len(pdu) && n.at(pdu[start:start+len(n.s)]) {
 					return false
 				}
@@ -641,12 +719,22 @@ func plainPDU(pdu []byte) bool {
 			i++
 		}
 	}
-	for _, n := range plainNeedles {
+	for _, n := range set.needles {
 		if n.fold && containsFold(pdu, n.s) || !n.fold && bytes.Contains(pdu, []byte(n.s)) {
 			return false
 		}
 	}
 	return true
+}
+
+// asciiLower lower-cases an ASCII string (allocating only if it must).
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
 }
 
 // at reports whether b (of the needle's length) is the needle.
@@ -889,13 +977,33 @@ type pushBatch struct {
 	info    map[string]*pushRoomInfo
 	members map[string][]localMember
 	plain   map[plainKey]*compiledRule
+	// changed are the rooms whose local member rows this batch changed,
+	// rulesChanged whether it changed push rules: their lists are not
+	// committed ones (pushKeep). shared are the lists pushKeep holds too.
+	changed      map[string]bool
+	rulesChanged bool
+	shared       map[string]bool
+	pe           pushEvent // evaluate's, reused
+	// levelOf and levels are the notifLevel of the last room evaluated
+	// (a method value costs an allocation per event).
+	levelOf *pushRoomInfo
+	levels  func(string) int64
+}
+
+// notifLevel returns info.notifLevel, made once per room in a row.
+func (b *pushBatch) notifLevel(info *pushRoomInfo) func(string) int64 {
+	if b.levelOf != info {
+		b.levelOf, b.levels = info, info.notifLevel
+	}
+	return b.levels
 }
 
 func batchOf(tx *Tx) *pushBatch {
 	if b, ok := tx.scratch["push"].(*pushBatch); ok {
 		return b
 	}
-	b := &pushBatch{info: map[string]*pushRoomInfo{}, members: map[string][]localMember{}, plain: map[plainKey]*compiledRule{}}
+	b := &pushBatch{info: map[string]*pushRoomInfo{}, members: map[string][]localMember{}, plain: map[plainKey]*compiledRule{},
+		changed: map[string]bool{}, shared: map[string]bool{}}
 	if tx.scratch == nil {
 		tx.scratch = map[string]any{}
 	}
@@ -925,10 +1033,19 @@ func roomInfo(o overlay, room string) (*pushRoomInfo, error) {
 }
 
 // localMembers returns a room's local joined members, with whether each
-// has push rules of their own.
+// has push rules of their own. The list is the batch's (or shared with
+// pushKeep): callers only read it, and putLocalMember and dropLocalMember
+// change a copy.
 func localMembers(o overlay, room string) ([]localMember, error) {
 	b := batchOf(o.tx)
 	if v, ok := b.members[room]; ok {
+		return v, nil
+	}
+	k := keepOf(o.tx)
+	committed := !b.rulesChanged && !b.changed[room]
+	if v, ok := k.members[room]; ok && committed {
+		b.members[room] = v
+		b.shared[room] = true
 		return v, nil
 	}
 	var out []localMember
@@ -950,6 +1067,12 @@ func localMembers(o overlay, room string) ([]localMember, error) {
 		}
 	}
 	b.members[room] = out
+	if committed {
+		// Nothing in this batch changed the rows read: they are
+		// committed ones (pushKeep).
+		k.put(room, out)
+		b.shared[room] = true
+	}
 	return out, nil
 }
 
@@ -960,6 +1083,7 @@ func localMembers(o overlay, room string) ([]localMember, error) {
 // changes are applied, so it may be changed in place.
 func dropLocalMember(o overlay, room, user string) {
 	b := batchOf(o.tx)
+	b.change(o.tx, room)
 	list, ok := b.members[room]
 	if !ok {
 		return
@@ -972,6 +1096,7 @@ func dropLocalMember(o overlay, room, user string) {
 
 func putLocalMember(o overlay, room string, m localMember) error {
 	b := batchOf(o.tx)
+	b.change(o.tx, room)
 	list, ok := b.members[room]
 	if !ok {
 		return nil
@@ -989,4 +1114,77 @@ func putLocalMember(o overlay, room string, m localMember) error {
 	}
 	b.members[room] = list
 	return nil
+}
+
+// change notes that the batch changes room's local member rows: pushKeep
+// forgets the room, and the batch's list becomes a copy of its own.
+func (b *pushBatch) change(tx *Tx, room string) {
+	b.changed[room] = true
+	keepOf(tx).forget(room)
+	if b.shared[room] {
+		b.members[room] = slices.Clone(b.members[room])
+		delete(b.shared, room)
+	}
+}
+
+// pushKeep is what the fold keeps across batches (Tx.keep): the local
+// member lists of rooms, each as committed rows hold it. Reading a busy
+// room's members (a scan, and a rules lookup for each) was most of the
+// cost of a message in the live fold, whose batches are a few records.
+//
+// Apply runs while the log builds a batch that may yet fail to commit, so
+// the cache must never hold what a batch wrote: a list is kept only when
+// it was read in a batch that had not changed the room's member rows or
+// anyone's push rules (so the rows read were committed ones), and a batch
+// that changes them forgets the room (or every room) as it does, before
+// it commits. A failed batch thus leaves the cache holding committed rows
+// only; and the log fails for good after one, anyway. The cache follows
+// one log: a record that is not the next position (another log, a replay)
+// empties it.
+type pushKeep struct {
+	next    uint64
+	members map[string][]localMember
+	n       int // members held
+}
+
+// keepMax bounds the members pushKeep holds.
+const keepMax = 1 << 18
+
+func keepOf(tx *Tx) *pushKeep {
+	k, ok := tx.keep.(*pushKeep)
+	if !ok {
+		k = &pushKeep{members: map[string][]localMember{}}
+		tx.keep = k
+	}
+	return k
+}
+
+// at is called for every record the fold sees.
+func (k *pushKeep) at(seq uint64) {
+	if seq != k.next {
+		k.forget("")
+	}
+	k.next = seq + 1
+}
+
+// forget drops a room's list ("": every room's).
+func (k *pushKeep) forget(room string) {
+	if room == "" {
+		clear(k.members)
+		k.n = 0
+		return
+	}
+	if v, ok := k.members[room]; ok {
+		k.n -= len(v)
+		delete(k.members, room)
+	}
+}
+
+func (k *pushKeep) put(room string, list []localMember) {
+	if k.n+len(list) > keepMax {
+		k.forget("")
+	}
+	k.forget(room)
+	k.members[room] = list
+	k.n += len(list)
 }

@@ -189,10 +189,12 @@ func (c *Counts) add(flags byte, n int64) {
 }
 
 // unreadState is a user's counts in a room as of entry position upto, with
-// the join and read positions they were counted from.
+// the join and read positions they were counted from, read as of position
+// at (or later). States are shared: never changed once cached.
 type unreadState struct {
 	join   uint64
 	pos    map[string]uint64 // by thread: "" unthreaded, "main", root ID
+	at     uint64
 	upto   uint64
 	counts map[string]Counts
 }
@@ -202,28 +204,37 @@ func (st *unreadState) effective(pos map[string]uint64, t string) uint64 {
 	return max(st.join, pos[""], pos[t])
 }
 
-// unreadCache keeps unreadStates by user and room. States are replaced,
-// never changed in place, so a reader holds a consistent one.
+// unreadCache keeps unreadStates by user and room, and the rooms' entry
+// tails (push_tail.go). States are replaced, never changed in place, so a
+// reader holds a consistent one.
 type unreadCache struct {
 	mu sync.Mutex
-	m  map[string]*unreadState
+	m  map[unreadKey]*unreadState
+
+	tails entryTails
 }
+
+type unreadKey struct{ user, room string }
 
 const unreadCacheMax = 200000
 
-func (c *unreadCache) get(k string) *unreadState {
+func (c *unreadCache) get(k unreadKey) *unreadState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.m[k]
 }
 
-func (c *unreadCache) put(k string, st *unreadState) {
+func (c *unreadCache) put(k unreadKey, st *unreadState) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= unreadCacheMax {
-		c.m = map[string]*unreadState{}
+		c.m = map[unreadKey]*unreadState{}
 	}
-	c.m[k] = st
+	// Keep the state counted furthest: a reader with an older window
+	// must not take a newer one's place.
+	if old := c.m[k]; old == nil || old.upto <= st.upto || old.join != st.join || regressed(old.pos, st.pos) {
+		c.m[k] = st
+	}
 }
 
 // pushJoin returns the position at which a local user joined a room (0 if
@@ -250,19 +261,55 @@ func (s *Store) readPositions(user, room string) (map[string]uint64, error) {
 
 // UnreadCounts returns a user's unread notification counts in a room, per
 // thread ("main" for the main timeline): the entries after the user's join
-// and read positions that notify them.
+// and read positions that notify them, up to the log's durable position.
 func (s *Store) UnreadCounts(user, room string) (map[string]Counts, error) {
-	join, err := s.pushJoin(room, user)
-	if err != nil || join == 0 {
-		return map[string]Counts{}, err
-	}
-	pos, err := s.readPositions(user, room)
+	c, err := s.UnreadCountsAt(user, room, s.log.Last(), nil)
 	if err != nil {
 		return nil, err
 	}
-	key := user + "\x00" + room
+	out := make(map[string]Counts, len(c))
+	for t, x := range c {
+		out[t] = x
+	}
+	return out, nil
+}
+
+// UnreadCountsAt is UnreadCounts counting the entries up to position upto,
+// which must be durable (at most the log's Last(); entries after it that
+// an earlier call counted stay counted), for a reader that can vouch for
+// the user's positions: when fresh(at) reports that the user's join and
+// read positions in the room did not change in (at, upto], those read as
+// of position at are used again instead of being read. A user's positions
+// in a room change with their membership, their read receipts and their
+// own events in it. fresh may be nil. The map returned is shared: read
+// only.
+func (s *Store) UnreadCountsAt(user, room string, upto uint64, fresh func(at uint64) bool) (map[string]Counts, error) {
+	upto = min(upto, s.log.Last())
+	key := unreadKey{user, room}
 	prev := s.unread.get(key)
-	st := &unreadState{join: join, pos: pos, counts: map[string]Counts{}}
+	var join, at uint64
+	var pos map[string]uint64
+	if prev != nil && fresh != nil && fresh(prev.at) {
+		join, pos, at = prev.join, prev.pos, max(prev.at, upto)
+		if prev.upto >= upto {
+			if at != prev.at {
+				st := *prev
+				st.at = at
+				s.unread.put(key, &st)
+			}
+			return prev.counts, nil // nothing new to count
+		}
+	} else {
+		var err error
+		if join, err = s.pushJoin(room, user); err != nil || join == 0 {
+			return map[string]Counts{}, err
+		}
+		if pos, err = s.readPositions(user, room); err != nil {
+			return nil, err
+		}
+		at = upto // the reads reflect at least this position
+	}
+	st := &unreadState{join: join, pos: pos, at: at, counts: map[string]Counts{}}
 	if prev != nil && prev.join == join && !regressed(prev.pos, pos) {
 		st.upto = prev.upto
 		for t, c := range prev.counts {
@@ -274,18 +321,33 @@ func (s *Store) UnreadCounts(user, room string) (map[string]Counts, error) {
 	} else {
 		st.upto = max(join, pos[""])
 	}
-	err = s.scanEntries(room, st.upto, ^uint64(0), false, func(seq uint64, h *entryHead, _ []byte) (bool, error) {
-		st.upto = seq
-		t := threadKeyOf(h.thread)
-		if seq <= st.effective(pos, t) {
-			return true, nil
+	if upto > st.upto {
+		// The positions that apply to the main timeline, looked up once:
+		// nearly every entry is of it.
+		mainPos := st.effective(pos, "main")
+		var main Counts
+		err := s.forEachEntry(room, st.upto, upto, func(e *tailEntry) error {
+			if e.thread == "main" {
+				if e.seq > mainPos {
+					main.add(e.outcome(user, join), 1)
+				}
+				return nil
+			}
+			if e.seq > st.effective(pos, e.thread) {
+				st.count(e.thread, e.outcome(user, join), 1)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		f, _, err := h.outcome(seq, user, join)
-		st.count(t, f, 1)
-		return true, err
-	})
-	if err != nil {
-		return nil, err
+		if main != (Counts{}) {
+			c := st.counts["main"]
+			c.Notify += main.Notify
+			c.Highlight += main.Highlight
+			st.counts["main"] = c
+		}
+		st.upto = upto
 	}
 	for t, c := range st.counts {
 		if c == (Counts{}) {
@@ -293,11 +355,7 @@ func (s *Store) UnreadCounts(user, room string) (map[string]Counts, error) {
 		}
 	}
 	s.unread.put(key, st)
-	out := make(map[string]Counts, len(st.counts))
-	for t, c := range st.counts {
-		out[t] = c
-	}
-	return out, nil
+	return st.counts, nil
 }
 
 // uncount takes out of st's counts the entries up to st.upto that read
@@ -320,14 +378,12 @@ func (s *Store) uncount(st, prev *unreadState, user, room string) error {
 	if hi <= lo {
 		return nil
 	}
-	return s.scanEntries(room, lo, hi, false, func(seq uint64, h *entryHead, _ []byte) (bool, error) {
-		t := threadKeyOf(h.thread)
-		if seq <= prev.effective(prev.pos, t) || seq > st.effective(st.pos, t) {
-			return true, nil
+	return s.forEachEntry(room, lo, hi, func(e *tailEntry) error {
+		if e.seq <= prev.effective(prev.pos, e.thread) || e.seq > st.effective(st.pos, e.thread) {
+			return nil
 		}
-		f, _, err := h.outcome(seq, user, st.join)
-		st.count(t, f, -1)
-		return true, err
+		st.count(e.thread, e.outcome(user, st.join), -1)
+		return nil
 	})
 }
 
