@@ -67,6 +67,25 @@ func appendAll(t testing.TB, l *log.Log, vals []any) {
 	}
 }
 
+// appendGroups appends vals in appends of n records (group commits of the
+// live path, without an fsync per record).
+func appendGroups(t testing.TB, l *log.Log, vals []any, n int) {
+	t.Helper()
+	for i := 0; i < len(vals); i += n {
+		var recs []log.Record
+		for _, v := range vals[i:min(i+n, len(vals))] {
+			rec, err := Encode(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, rec)
+		}
+		if _, err := l.Append(recs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestViews(t *testing.T) {
 	set, _ := All()
 	l := openLog(t, t.TempDir(), set)

@@ -121,14 +121,9 @@ func (s *Store) tailEntries(room string, after, upto uint64) ([]tailEntry, bool,
 	if upto > rt.upto {
 		n := len(rt.entries)
 		err := s.scanEntries(room, rt.upto, upto, false, func(seq uint64, h *entryHead, _ []byte) (bool, error) {
-			e := tailEntry{seq: seq, flags: h.flags, sender: string(h.sender), thread: threadKeyOf(h.thread)}
-			r := h.rest
-			for i := 0; i < h.nExcept; i++ {
-				u, f := r.bytes(), r.u8()
-				if r.bad {
-					return false, errBadEntry
-				}
-				e.except = append(e.except, tailExcept{user: string(u), flags: f})
+			var e tailEntry
+			if err := e.decode(seq, h); err != nil {
+				return false, err
 			}
 			rt.entries = append(rt.entries, e)
 			return true, nil
@@ -177,15 +172,24 @@ func (s *Store) forEachEntry(room string, after, upto uint64, fn func(e *tailEnt
 	}
 	var e tailEntry
 	return s.scanEntries(room, after, upto, false, func(seq uint64, h *entryHead, _ []byte) (bool, error) {
-		e = tailEntry{seq: seq, flags: h.flags, sender: string(h.sender), thread: threadKeyOf(h.thread), except: e.except[:0]}
-		r := h.rest
-		for i := 0; i < h.nExcept; i++ {
-			u, f := r.bytes(), r.u8()
-			if r.bad {
-				return false, errBadEntry
-			}
-			e.except = append(e.except, tailExcept{user: string(u), flags: f})
+		if err := e.decode(seq, h); err != nil {
+			return false, err
 		}
 		return true, fn(&e)
 	})
+}
+
+// decode sets e to the entry at seq whose head is h, reusing e's
+// exceptions slice.
+func (e *tailEntry) decode(seq uint64, h *entryHead) error {
+	*e = tailEntry{seq: seq, flags: h.flags, sender: string(h.sender), thread: threadKeyOf(h.thread), except: e.except[:0]}
+	r := h.rest
+	for i := 0; i < h.nExcept; i++ {
+		u, f := r.bytes(), r.u8()
+		if r.bad {
+			return errBadEntry
+		}
+		e.except = append(e.except, tailExcept{user: string(u), flags: f})
+	}
+	return nil
 }

@@ -8,8 +8,6 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/vfs"
-
-	"engram/log"
 )
 
 // TestMain fails the package if any replay in any test read rows its
@@ -145,19 +143,7 @@ func TestReplayManyChunks(t *testing.T) {
 		vals = append(vals, r)
 		prev = id
 	}
-	for i := 0; i < len(vals); i += 500 {
-		var recs []log.Record
-		for _, v := range vals[i:min(i+500, len(vals))] {
-			rec, err := Encode(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			recs = append(recs, rec)
-		}
-		if _, err := l.Append(recs...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendGroups(t, l, vals, 500)
 	db, err := set.Rebuild(l, filepath.Join(dir, "scratch"))
 	if err != nil {
 		t.Fatal(err)
@@ -223,19 +209,7 @@ func TestReplayFlushes(t *testing.T) {
 				PDU: []byte(`{"content":{"membership":"join","displayname":"n` + fmt.Sprint(i) + `"}}`)})
 		}
 	}
-	for i := 0; i < len(vals); i += 400 {
-		var recs []log.Record
-		for _, v := range vals[i:min(i+400, len(vals))] {
-			rec, err := Encode(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			recs = append(recs, rec)
-		}
-		if _, err := l.Append(recs...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendGroups(t, l, vals, 400)
 	db, err := set.Rebuild(l, filepath.Join(dir, "scratch"))
 	if err != nil {
 		t.Fatal(err)

@@ -38,6 +38,14 @@ func eventKey(id string) []byte     { return append([]byte{'e'}, id...) }
 func txnKey(txn string) []byte      { return append([]byte{'x'}, txn...) }
 func versionKey(room string) []byte { return append([]byte{'v'}, room...) }
 
+// TxnKeys calls fn with every stored client transaction key that starts
+// with prefix (TxnEvent's argument), in key order; fn's slice is valid only
+// during the call, and returning false stops the scan. The sequencer learns
+// a device's transactions with it, once per process (see dag/rooms).
+func (s *Store) TxnKeys(prefix string, fn func(txn []byte) bool) error {
+	return s.scan('e', txnKey(prefix), nil, false, func(k, _ []byte) bool { return fn(k[1:]) })
+}
+
 // keyBuf is stack space for the keys and values a fold writes: Tx.Set
 // copies them, so the hot folds build them here instead of allocating
 // (appends past it still work, on the heap).
