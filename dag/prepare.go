@@ -10,15 +10,24 @@ import "crypto/ed25519"
 // This lets a sequencer choose prev_events and run the auth rules under its
 // per-room lock and do the ed25519 signature, the expensive part, outside it.
 func Prepare(p ProtoEvent, ver *RoomVersion, origin string) (*Event, error) {
-	proto, err := encodeProto(nil, &p, ver, origin)
+	// The intermediate encodings go in pooled scratch buffers and the
+	// event's bytes in one allocation of their final size: growing them
+	// from nil was most of Prepare's allocations.
+	buf := getBuf()
+	defer putBuf(buf)
+	proto, err := encodeProto((*buf)[:0], &p, ver, origin)
+	*buf = proto
 	if err != nil {
 		return nil, err
 	}
-	hashed, err := addContentHashCanonical(nil, proto)
+	buf2 := getBuf()
+	defer putBuf(buf2)
+	hashed, err := addContentHashCanonical((*buf2)[:0], proto)
+	*buf2 = hashed
 	if err != nil {
 		return nil, err
 	}
-	raw, err := setMember(nil, hashed, "signatures", []byte("{}"))
+	raw, err := setMember(make([]byte, 0, len(hashed)+len(`,"signatures":{}`)), hashed, "signatures", []byte("{}"))
 	if err != nil {
 		return nil, err
 	}

@@ -44,3 +44,15 @@ func TestPrepareThenSignEqualsBuild(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPrepare: the sequencer's critical-section build of a message
+// (no signature).
+func BenchmarkPrepare(b *testing.B) {
+	p := benchProto()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Prepare(p, &RoomV12, "example.org"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

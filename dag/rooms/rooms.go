@@ -60,6 +60,9 @@ type Sequencer struct {
 	// txnDone counts, per stripe of transaction IDs, the sends with a
 	// transaction that finished (see Send).
 	txnDone [txnStripes]atomic.Uint64
+	// txns knows the transactions that were certainly never stored, so a
+	// new one (nearly every send) skips the store lookup.
+	txns *txnFilter
 }
 
 const txnStripes = 1024
@@ -77,7 +80,7 @@ func New(cfg Config, l *log.Log, store *projections.Store) *Sequencer {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Sequencer{cfg: cfg, log: l, store: store, rooms: map[string]*room{}}
+	return &Sequencer{cfg: cfg, log: l, store: store, rooms: map[string]*room{}, txns: newTxnFilter()}
 }
 
 // room is a room's sequencing state: current state and forward extremities,
@@ -187,12 +190,19 @@ func (s *Sequencer) fill(r *room) error {
 // section. A send of the same transaction that finishes between that read
 // and the lock is no longer pending when the lock is taken, but it moved
 // its stripe's counter first (txnDone): then the read is made again.
+//
+// The first read is skipped when the transaction filter knows the
+// transaction was never stored: a send puts its transaction into the
+// filter after it is durable and before it moves its counter, so the
+// filter answers as the read would have (see txnFilter).
 func (s *Sequencer) Send(e Event) (Result, error) {
 	var done0 uint64
 	if e.Txn != "" {
 		done0 = s.txnDone[txnStripe(e.Txn)].Load()
-		if id, err := s.store.TxnEvent(e.Txn); err == nil {
-			return s.waitFor(id)
+		if s.txns.mayHave(e.Txn, s.store.TxnKeys) {
+			if id, err := s.store.TxnEvent(e.Txn); err == nil {
+				return s.waitFor(id)
+			}
 		}
 	}
 	r, err := s.load(e.Room)
@@ -241,7 +251,8 @@ func (s *Sequencer) Send(e Event) (Result, error) {
 	seq, err := p.Wait()
 	if e.Txn != "" {
 		// Durable (its transaction row readable) before it stops being
-		// pending, and counted in between (see above).
+		// pending, and filed and counted in between (see above).
+		s.txns.add(e.Txn)
 		s.txnDone[txnStripe(e.Txn)].Add(1)
 		r.mu.Lock()
 		delete(r.pendingTxn, e.Txn)
@@ -300,7 +311,13 @@ func (s *Sequencer) CreateRoom(version string, events []Event) (string, error) {
 		recs = append(recs, rec)
 		s.advance(r, ev)
 	}
-	if _, err := s.log.Submit(append([]log.Record{r.createRec}, recs...)...).Wait(); err != nil {
+	_, err = s.log.Submit(append([]log.Record{r.createRec}, recs...)...).Wait()
+	for _, e := range events {
+		if e.Txn != "" {
+			s.txns.add(e.Txn)
+		}
+	}
+	if err != nil {
 		return "", err
 	}
 	r.createRec = log.Record{}
@@ -361,10 +378,10 @@ func (s *Sequencer) prepare(r *room, e Event, tsBump int64) (*dag.Event, error) 
 	prev, depth := r.prevEvents()
 	needed := stateres.AuthEventsNeeded(r.version, e.Type, e.StateKey, e.Sender, e.Content)
 	auth := make([]string, 0, len(needed))
-	authState := make(map[dag.StateKeyTuple]*dag.Event, len(needed)+1)
+	authState := &authSet{}
 	for _, k := range needed {
 		if ev, ok := r.state[k]; ok {
-			authState[k] = ev
+			authState.set(k, ev)
 			if k.Type == "m.room.create" && r.version.RoomIDFromCreate {
 				continue // v12: implied by the room ID, never listed
 			}
@@ -372,7 +389,7 @@ func (s *Sequencer) prepare(r *room, e Event, tsBump int64) (*dag.Event, error) 
 		}
 	}
 	if c, ok := r.state[dag.StateKeyTuple{Type: "m.room.create"}]; ok {
-		authState[c.Key()] = c
+		authState.set(c.Key(), c)
 	}
 	p := dag.ProtoEvent{
 		RoomID: r.id, Sender: e.Sender, Type: e.Type, StateKey: e.StateKey, Content: e.Content,
@@ -382,10 +399,49 @@ func (s *Sequencer) prepare(r *room, e Event, tsBump int64) (*dag.Event, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
 	}
-	if err := stateres.Allowed(ev, stateres.StateEvents(authState)); err != nil {
+	if err := stateres.Allowed(ev, authState); err != nil {
 		return nil, &ForbiddenError{Err: err}
 	}
 	return ev, nil
+}
+
+// authSet is the auth state of one event: the few entries the auth rules
+// read, in a small array where a map cost an allocation per send and more
+// to fill than to search. Past its array it spills into a map.
+type authSet struct {
+	n     int
+	keys  [8]dag.StateKeyTuple
+	evs   [8]*dag.Event
+	spill stateres.StateEvents
+}
+
+// set adds or replaces an entry, as a map assignment would.
+func (a *authSet) set(k dag.StateKeyTuple, ev *dag.Event) {
+	for i := 0; i < a.n; i++ {
+		if a.keys[i] == k {
+			a.evs[i] = ev
+			return
+		}
+	}
+	if a.n < len(a.keys) {
+		a.keys[a.n], a.evs[a.n] = k, ev
+		a.n++
+		return
+	}
+	if a.spill == nil {
+		a.spill = stateres.StateEvents{}
+	}
+	a.spill[k] = ev
+}
+
+// Get implements stateres.AuthState.
+func (a *authSet) Get(k dag.StateKeyTuple) *dag.Event {
+	for i := 0; i < a.n; i++ {
+		if a.keys[i] == k {
+			return a.evs[i]
+		}
+	}
+	return a.spill[k]
 }
 
 // seal signs a prepared event and encodes its log record. It runs outside
@@ -416,6 +472,11 @@ const maxPrevEvents = 10
 func (r *room) prevEvents() ([]string, int64) {
 	if len(r.extremities) == 0 {
 		return []string{}, 1
+	}
+	if len(r.extremities) == 1 { // a quiet or locally busy room: nothing to sort
+		for id, d := range r.extremities {
+			return []string{id}, d + 1
+		}
 	}
 	ids := make([]string, 0, len(r.extremities))
 	for id := range r.extremities {
