@@ -12,8 +12,10 @@ import (
 // as the homeserver spent writing them. decodeJSON reads a /sync answer
 // with a scanner that looks only at the members the scenarios use and
 // skips the rest without building anything. It accepts any member order
-// and any extra members; on anything it does not expect it falls back to
-// encoding/json, so the result is the same for every server.
+// and any extra members; on anything it does not expect (the cases are
+// those of the listeners' scan, syncview.go, with which it shares the
+// object walk) it falls back to encoding/json, so the result is the same
+// for every server.
 
 // decodeJSON fills a from a /sync answer.
 func (a *syncAnswer) decodeJSON(data []byte) error {
@@ -79,53 +81,12 @@ func (p *scanner) lit(s string) bool {
 	return true
 }
 
-// rawString returns the bytes of a string between its quotes and whether
-// they need more than a copy to decode (an escape, or non-ASCII bytes,
-// which encoding/json checks for valid UTF-8).
-func (p *scanner) rawString() (raw []byte, escaped, ok bool) {
-	if p.peek() != '"' {
-		return nil, false, false
-	}
-	start := p.i + 1
-	b := p.b
-	for j := start; j < len(b); j++ {
-		c := b[j]
-		if c >= 0x20 && c < 0x80 && c != '"' && c != '\\' {
-			continue
-		}
-		switch {
-		case c == '"':
-			p.i = j + 1
-			return b[start:j], escaped, true
-		case c == '\\':
-			escaped = true
-			j++ // the escaped byte cannot end the string
-			if j >= len(b) {
-				return nil, false, false
-			}
-			switch b[j] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			case 'u':
-				if j+4 >= len(b) || !isHex(b[j+1]) || !isHex(b[j+2]) || !isHex(b[j+3]) || !isHex(b[j+4]) {
-					return nil, false, false
-				}
-				j += 4
-			default:
-				return nil, false, false
-			}
-		case c < 0x20:
-			return nil, false, false
-		default:
-			escaped = true // non-ASCII: let encoding/json decide on the UTF-8
-		}
-	}
-	return nil, false, false
-}
-
+// str reads a string value. A string without escapes or non-ASCII bytes
+// is cut from s when the scanner has it.
 func (p *scanner) str() (string, bool) {
-	p.ws() // start must be the opening quote: the string is cut from s
+	p.ws() // start must be the opening quote
 	start := p.i
-	raw, escaped, ok := p.rawString()
+	raw, escaped, ok := p.vrawString()
 	if !ok {
 		return "", false
 	}
@@ -142,58 +103,14 @@ func (p *scanner) str() (string, bool) {
 	return s, true
 }
 
-// key reads the next member name of an object whose '{' was consumed;
-// done reports the closing '}' (consumed). first tracks the separator.
-// The name is returned as bytes, valid until the next call; escaped names
-// are decoded.
-func (p *scanner) key(first *bool) (k []byte, done, ok bool) {
-	c := p.peek()
-	if c == '}' {
-		p.i++
-		return nil, true, true
+// nstr reads a string or null into *dst (left as it is for null).
+func (p *scanner) nstr(dst *string) bool {
+	if p.null() {
+		return true
 	}
-	if !*first {
-		if c != ',' {
-			return nil, false, false
-		}
-		p.i++
-	}
-	*first = false
-	start := p.i
-	raw, escaped, ok := p.rawString()
-	if !ok || p.peek() != ':' {
-		return nil, false, false
-	}
-	p.i++
-	if escaped {
-		var s string
-		if json.Unmarshal(p.b[start:p.i-1], &s) != nil {
-			return nil, false, false
-		}
-		raw = []byte(s)
-	}
-	if foldsToKnown(raw) {
-		return nil, false, false
-	}
-	return raw, false, true
-}
-
-// elem moves to the next element of an array whose '[' was consumed; done
-// reports the closing ']' (consumed).
-func (p *scanner) elem(first *bool) (done, ok bool) {
-	c := p.peek()
-	if c == ']' {
-		p.i++
-		return true, true
-	}
-	if !*first {
-		if c != ',' {
-			return false, false
-		}
-		p.i++
-	}
-	*first = false
-	return false, true
+	s, ok := p.str()
+	*dst = s
+	return ok
 }
 
 func (p *scanner) open(c byte) bool {
@@ -202,52 +119,6 @@ func (p *scanner) open(c byte) bool {
 	}
 	p.i++
 	return true
-}
-
-// skip consumes any value.
-func (p *scanner) skip() bool {
-	switch c := p.peek(); {
-	case c == '"':
-		_, _, ok := p.rawString()
-		return ok
-	case c == '{':
-		p.i++
-		for first := true; ; {
-			_, done, ok := p.key(&first)
-			if !ok {
-				return false
-			}
-			if done {
-				return true
-			}
-			if !p.skip() {
-				return false
-			}
-		}
-	case c == '[':
-		p.i++
-		for first := true; ; {
-			done, ok := p.elem(&first)
-			if !ok {
-				return false
-			}
-			if done {
-				return true
-			}
-			if !p.skip() {
-				return false
-			}
-		}
-	case c == 't':
-		return p.lit("true")
-	case c == 'f':
-		return p.lit("false")
-	case c == 'n':
-		return p.lit("null")
-	case c == '-' || (c >= '0' && c <= '9'):
-		return p.number()
-	}
-	return false
 }
 
 // number consumes a JSON number (the grammar, exactly).
@@ -296,7 +167,7 @@ func (p *scanner) number() bool {
 func (p *scanner) raw() (json.RawMessage, bool) {
 	p.ws()
 	start := p.i
-	if !p.skip() {
+	if !p.skipv(0) {
 		return nil, false
 	}
 	// A copy, as encoding/json makes: the answer's buffer is reused by
@@ -365,267 +236,108 @@ func asciiLowerEqual(k []byte, n string) bool {
 }
 
 func (p *scanner) syncAnswer(a *syncAnswer) bool {
-	if !p.open('{') {
-		return false
-	}
-	for first := true; ; {
-		k, done, ok := p.key(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		switch string(k) {
+	o := p.vobject()
+	for p.next(&o) {
+		switch string(o.k) {
 		case "next_batch":
-			if a.NextBatch, ok = p.str(); !ok {
-				return false
-			}
+			o.read(0, p.nstr(&a.NextBatch))
 		case "rooms":
-			if !p.null() && !p.rooms(a) {
-				return false
-			}
+			o.read(1, p.null() || p.vfield("join", func() bool { return p.null() || p.rooms(a) }))
 		default:
-			if !p.skip() {
-				return false
-			}
+			o.skip(p)
 		}
 	}
+	return o.ok
 }
 
+// rooms reads rooms.join.
 func (p *scanner) rooms(a *syncAnswer) bool {
-	if !p.open('{') {
-		return false
-	}
-	for first := true; ; {
-		k, done, ok := p.key(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		if string(k) != "join" {
-			if !p.skip() {
-				return false
-			}
-			continue
-		}
-		if p.null() {
-			a.Rooms.Join = nil
-			continue
-		}
-		if !p.open('{') {
-			return false
-		}
-		if a.Rooms.Join == nil {
-			a.Rooms.Join = map[string]joinedRoomAnswer{}
-		}
-		for first := true; ; {
-			room, done, ok := p.key(&first)
-			if !ok {
-				return false
-			}
-			if done {
-				break
-			}
-			id := string(room)
-			var jr joinedRoomAnswer
-			if !p.joinedRoom(&jr) {
-				return false
-			}
-			a.Rooms.Join[id] = jr
-		}
-	}
+	a.Rooms.Join = map[string]joinedRoomAnswer{}
+	return p.vmap(func(id []byte) bool {
+		// A repeated room: the last one counts, as with encoding/json.
+		var jr joinedRoomAnswer
+		ok := p.joinedRoom(&jr)
+		a.Rooms.Join[string(id)] = jr
+		return ok
+	})
 }
 
 func (p *scanner) joinedRoom(jr *joinedRoomAnswer) bool {
-	if !p.open('{') {
-		return false
-	}
-	for first := true; ; {
-		k, done, ok := p.key(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		switch string(k) {
+	o := p.vobject()
+	for p.next(&o) {
+		switch string(o.k) {
 		case "timeline":
-			ok = p.null() || p.timeline(&jr.Timeline)
+			o.read(0, p.null() || p.timeline(&jr.Timeline))
 		case "state":
-			ok = p.null() || p.stateEvents(jr)
+			o.read(1, p.null() || p.vfield("events", func() bool {
+				if p.null() {
+					return true
+				}
+				jr.State.Events = []json.RawMessage{}
+				return p.varray(func() bool {
+					r, ok := p.raw()
+					jr.State.Events = append(jr.State.Events, r)
+					return ok
+				})
+			}))
 		default:
-			ok = p.skip()
-		}
-		if !ok {
-			return false
+			o.skip(p)
 		}
 	}
+	return o.ok
 }
 
 func (p *scanner) timeline(tl *timeline) bool {
-	if !p.open('{') {
-		return false
-	}
-	for first := true; ; {
-		k, done, ok := p.key(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		switch string(k) {
+	o := p.vobject()
+	for p.next(&o) {
+		switch string(o.k) {
 		case "events":
-			tl.Events = nil
-			if p.null() {
-				continue
-			}
-			if !p.open('[') {
-				return false
-			}
-			tl.Events = []clientEvent{}
-			for first := true; ; {
-				done, ok := p.elem(&first)
-				if !ok {
-					return false
-				}
-				if done {
-					break
-				}
-				tl.Events = append(tl.Events, clientEvent{})
-				if !p.event(&tl.Events[len(tl.Events)-1]) {
-					return false
-				}
-			}
+			o.read(0, p.null() || p.events(tl))
 		case "limited":
-			switch {
-			case p.lit("true"):
-				tl.Limited = true
-			case p.lit("false"):
-				tl.Limited = false
-			case p.null():
-			default:
-				return false
-			}
+			o.read(1, p.vbool(&tl.Limited))
 		case "prev_batch":
-			if !p.null() {
-				if tl.PrevBatch, ok = p.str(); !ok {
-					return false
-				}
-			}
+			o.read(2, p.nstr(&tl.PrevBatch))
 		default:
-			if !p.skip() {
-				return false
-			}
+			o.skip(p)
 		}
 	}
+	return o.ok
 }
 
-func (p *scanner) stateEvents(jr *joinedRoomAnswer) bool {
-	if !p.open('{') {
-		return false
-	}
-	for first := true; ; {
-		k, done, ok := p.key(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		if string(k) != "events" {
-			if !p.skip() {
-				return false
-			}
-			continue
-		}
-		jr.State.Events = nil
-		if p.null() {
-			continue
-		}
-		if !p.open('[') {
-			return false
-		}
-		jr.State.Events = []json.RawMessage{}
-		for first := true; ; {
-			done, ok := p.elem(&first)
-			if !ok {
-				return false
-			}
-			if done {
-				break
-			}
-			r, ok := p.raw()
-			if !ok {
-				return false
-			}
-			jr.State.Events = append(jr.State.Events, r)
-		}
-	}
+func (p *scanner) events(tl *timeline) bool {
+	tl.Events = []clientEvent{}
+	return p.varray(func() bool {
+		tl.Events = append(tl.Events, clientEvent{})
+		return p.null() || p.event(&tl.Events[len(tl.Events)-1])
+	})
 }
 
 func (p *scanner) event(ev *clientEvent) bool {
-	if !p.open('{') {
-		return false
-	}
-	for first := true; ; {
-		k, done, ok := p.key(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		switch string(k) {
+	o := p.vobject()
+	for p.next(&o) {
+		switch string(o.k) {
 		case "event_id":
-			ev.EventID, ok = p.str()
+			o.read(0, p.nstr(&ev.EventID))
 		case "type":
-			ev.Type, ok = p.str()
+			o.read(1, p.nstr(&ev.Type))
 		case "sender":
-			ev.Sender, ok = p.str()
+			o.read(2, p.nstr(&ev.Sender))
 		case "state_key":
-			if p.null() {
-				ev.StateKey = nil
-				continue
-			}
-			var sk string
-			sk, ok = p.str()
-			ev.StateKey = &sk
+			o.read(3, p.null() || p.strPtr(&ev.StateKey))
 		case "content":
-			ok = p.null() || p.content(ev)
+			o.read(4, p.null() || p.vfield("body", func() bool { return p.nstr(&ev.Content.Body) }))
 		default:
-			ok = p.skip()
-		}
-		if !ok {
-			return false
+			o.skip(p)
 		}
 	}
+	return o.ok
 }
 
-func (p *scanner) content(ev *clientEvent) bool {
-	if !p.open('{') {
-		return false
-	}
-	for first := true; ; {
-		k, done, ok := p.key(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		if string(k) == "body" && !p.null() {
-			ev.Content.Body, ok = p.str()
-		} else if string(k) != "body" {
-			ok = p.skip()
-		}
-		if !ok {
-			return false
-		}
-	}
+// strPtr reads a string into a new *dst.
+func (p *scanner) strPtr(dst **string) bool {
+	s, ok := p.str()
+	*dst = &s
+	return ok
 }
 
 func isHex(c byte) bool {

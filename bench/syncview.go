@@ -98,333 +98,238 @@ const maxSkipDepth = 500
 func (v *syncView) scan(data []byte, watch func([]byte) int) bool {
 	v.reset()
 	p := scanner{b: data}
-	if !p.open('{') {
-		return false
-	}
-	var seen uint8
-	for first := true; ; {
-		k, done, ok := p.vkey(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			break
-		}
-		switch string(k) {
+	o := p.vobject()
+	for p.next(&o) {
+		switch string(o.k) {
 		case "next_batch":
-			if seen&1 != 0 {
-				return false
-			}
-			seen |= 1
-			if !p.null() {
-				if v.nextBatch, ok = p.vstr(); !ok {
-					return false
-				}
-			}
+			o.read(0, p.vnstr(&v.nextBatch))
 		case "rooms":
-			if seen&2 != 0 {
-				return false
-			}
-			seen |= 2
-			if !p.null() && !p.vrooms(v, watch) {
-				return false
-			}
+			o.read(1, p.null() || p.vfield("join", func() bool { return p.null() || p.vjoin(v, watch) }))
 		default:
-			if !p.skipMember(k) {
-				return false
-			}
+			o.skip(&p)
 		}
 	}
-	return p.end()
+	return o.ok && p.end()
 }
 
-func (p *scanner) vrooms(v *syncView, watch func([]byte) int) bool {
-	if !p.open('{') {
-		return false
-	}
-	seenJoin := false
-	for first := true; ; {
-		k, done, ok := p.vkey(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		if string(k) != "join" {
-			if !p.skipMember(k) {
-				return false
-			}
-			continue
-		}
-		if seenJoin {
-			return false
-		}
-		seenJoin = true
-		if p.null() {
-			continue
-		}
-		if !p.open('{') {
-			return false
-		}
-		for first := true; ; {
-			// Room IDs are map keys: matched exactly, never folded.
-			if done, ok := p.elemSep('}', &first); !ok {
-				return false
-			} else if done {
-				break
-			}
-			id, esc, ok := p.vrawString()
-			if !ok || esc || p.peek() != ':' {
-				return false
-			}
-			p.i++
-			ri := watch(id)
-			if ri >= 0 {
-				for _, rv := range v.rooms {
-					if rv.room == ri {
-						return false // a repeated room: encoding/json keeps the last
-					}
+// vjoin reads rooms.join, keeping the rooms watch knows.
+func (p *scanner) vjoin(v *syncView, watch func([]byte) int) bool {
+	return p.vmap(func(id []byte) bool {
+		ri := watch(id)
+		if ri >= 0 {
+			for _, rv := range v.rooms {
+				if rv.room == ri {
+					return false // a repeated room: encoding/json keeps the last
 				}
 			}
-			mark := len(v.events)
-			rv := roomView{room: ri, first: mark}
-			if !p.vjoinedRoom(v, &rv) {
-				return false
-			}
-			rv.end = len(v.events)
-			if ri >= 0 {
-				v.rooms = append(v.rooms, rv)
-			} else {
-				// Read (encoding/json type-checks it) but not kept.
-				v.events = v.events[:mark]
-			}
 		}
-	}
+		mark := len(v.events)
+		rv := roomView{room: ri, first: mark}
+		if !p.vjoinedRoom(v, &rv) {
+			return false
+		}
+		rv.end = len(v.events)
+		if ri >= 0 {
+			v.rooms = append(v.rooms, rv)
+		} else {
+			// Read (encoding/json type-checks it) but not kept.
+			v.events = v.events[:mark]
+		}
+		return true
+	})
 }
 
 func (p *scanner) vjoinedRoom(v *syncView, rv *roomView) bool {
-	if !p.open('{') {
-		return false
-	}
-	var seen uint8
-	for first := true; ; {
-		k, done, ok := p.vkey(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		switch string(k) {
+	o := p.vobject()
+	for p.next(&o) {
+		switch string(o.k) {
 		case "timeline":
-			if seen&1 != 0 {
-				return false
-			}
-			seen |= 1
-			ok = p.null() || p.vtimeline(v, rv)
+			o.read(0, p.null() || p.vtimeline(v, rv))
 		case "state":
-			if seen&2 != 0 {
-				return false
-			}
-			seen |= 2
-			ok = p.null() || p.vstate()
+			// The state events are raw JSON to encoding/json: any
+			// values, in an array or null.
+			o.read(1, p.null() || p.vfield("events", func() bool {
+				c := p.peek()
+				return (c == '[' || c == 'n') && p.skipv(0)
+			}))
 		default:
-			ok = p.skipMember(k)
-		}
-		if !ok {
-			return false
+			o.skip(p)
 		}
 	}
-}
-
-// vstate checks a state section: an object whose events member, if
-// present, is an array or null (its elements are raw JSON to
-// encoding/json, so any value).
-func (p *scanner) vstate() bool {
-	if !p.open('{') {
-		return false
-	}
-	seen := false
-	for first := true; ; {
-		k, done, ok := p.vkey(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		if string(k) != "events" {
-			if !p.skipMember(k) {
-				return false
-			}
-			continue
-		}
-		if seen {
-			return false
-		}
-		seen = true
-		if c := p.peek(); c != '[' && c != 'n' {
-			return false
-		}
-		if !p.skipv(0) {
-			return false
-		}
-	}
+	return o.ok
 }
 
 func (p *scanner) vtimeline(v *syncView, rv *roomView) bool {
-	if !p.open('{') {
-		return false
-	}
-	var seen uint8
-	for first := true; ; {
-		k, done, ok := p.vkey(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		switch string(k) {
+	o := p.vobject()
+	for p.next(&o) {
+		switch string(o.k) {
 		case "events":
-			if seen&1 != 0 {
-				return false
-			}
-			seen |= 1
-			if p.null() {
-				continue
-			}
-			if !p.open('[') {
-				return false
-			}
-			for first := true; ; {
-				if done, ok := p.elemSep(']', &first); !ok {
-					return false
-				} else if done {
-					break
-				}
+			o.read(0, p.null() || p.varray(func() bool {
 				v.events = append(v.events, eventView{})
-				if !p.null() && !p.vevent(&v.events[len(v.events)-1]) {
-					return false
-				}
-			}
+				return p.null() || p.vevent(&v.events[len(v.events)-1])
+			}))
 		case "limited":
-			if seen&2 != 0 {
-				return false
-			}
-			seen |= 2
-			p.ws()
-			switch {
-			case p.lit("true"):
-				rv.limited = true
-			case p.lit("false"), p.null():
-			default:
-				return false
-			}
+			o.read(1, p.vbool(&rv.limited))
 		case "prev_batch":
-			if seen&4 != 0 {
-				return false
-			}
-			seen |= 4
-			if !p.null() {
-				if rv.prevBatch, ok = p.vstr(); !ok {
-					return false
-				}
-			}
+			o.read(2, p.vnstr(&rv.prevBatch))
 		default:
-			if !p.skipMember(k) {
-				return false
-			}
+			o.skip(p)
 		}
 	}
+	return o.ok
 }
 
 func (p *scanner) vevent(ev *eventView) bool {
-	if !p.open('{') {
+	o := p.vobject()
+	for p.next(&o) {
+		switch string(o.k) {
+		case "event_id":
+			o.read(0, p.vnstr(&ev.eventID))
+		case "type":
+			o.read(1, p.vnstr(&ev.typ))
+		case "sender":
+			o.read(2, p.vnstr(nil)) // type-checked only
+		case "state_key":
+			o.read(3, p.vnstr(nil))
+		case "content":
+			o.read(4, p.null() || p.vfield("body", func() bool { return p.vnstr(&ev.body) }))
+		default:
+			o.skip(p)
+		}
+	}
+	return o.ok
+}
+
+// vobj walks the members of a struct-like object for a reader that
+// switches on their names:
+//
+//	o := p.vobject()
+//	for p.next(&o) {
+//		switch string(o.k) {
+//		case "body":
+//			o.read(0, p.vnstr(&ev.body))
+//		default:
+//			o.skip(p)
+//		}
+//	}
+//	return o.ok
+//
+// A wanted member met twice gives up (encoding/json keeps the last, the
+// scan has read the first), as do escaped names (next) and names
+// encoding/json would fold onto a wanted one (skip: every name a reader
+// wants must be in knownKeys).
+type vobj struct {
+	k     []byte // the current member's name
+	first bool
+	ok    bool
+	seen  uint32
+}
+
+// vobject opens a struct-like object for next.
+func (p *scanner) vobject() vobj {
+	return vobj{first: true, ok: p.open('{')}
+}
+
+// next moves to the next member of o, its name in o.k, and reports
+// false at the end of the object or on an error (o.ok tells which).
+// Escaped names are refused (fallback).
+func (p *scanner) next(o *vobj) bool {
+	if !o.ok {
 		return false
 	}
-	var seen uint8
+	if done, ok := p.elemSep('}', &o.first); !ok || done {
+		o.ok = ok
+		return false
+	}
+	k, esc, ok := p.vrawString()
+	if o.k, o.ok = k, ok && !esc && p.peek() == ':'; !o.ok {
+		return false
+	}
+	p.i++
+	return true
+}
+
+// read records that the member numbered id (0 to 31, one per name) was
+// read, ok telling whether its value was valid.
+func (o *vobj) read(id int, ok bool) {
+	if !ok || o.seen&(1<<id) != 0 {
+		o.ok = false
+	}
+	o.seen |= 1 << id
+}
+
+// skip skips the value of a member the reader does not want.
+func (o *vobj) skip(p *scanner) {
+	o.ok = p.skipMember(o.k)
+}
+
+// vfield reads a struct-like object of which the scan wants one member,
+// name (read reads its value).
+func (p *scanner) vfield(name string, read func() bool) bool {
+	o := p.vobject()
+	for p.next(&o) {
+		if string(o.k) == name {
+			o.read(0, read())
+		} else {
+			o.skip(p)
+		}
+	}
+	return o.ok
+}
+
+// vmap reads an object used as a map: entry reads the value of the
+// member named id. Map keys are matched exactly, never folded; escaped
+// ones give up (next).
+func (p *scanner) vmap(entry func(id []byte) bool) bool {
+	o := p.vobject()
+	for p.next(&o) {
+		o.ok = entry(o.k)
+	}
+	return o.ok
+}
+
+// varray reads an array, elem reading each element.
+func (p *scanner) varray(elem func() bool) bool {
+	if !p.open('[') {
+		return false
+	}
 	for first := true; ; {
-		k, done, ok := p.vkey(&first)
-		if !ok {
+		if done, ok := p.elemSep(']', &first); !ok || done {
+			return ok
+		}
+		if !elem() {
 			return false
-		}
-		if done {
-			return true
-		}
-		var bit uint8
-		var dst *[]byte
-		switch string(k) {
-		case "event_id":
-			bit, dst = 1, &ev.eventID
-		case "type":
-			bit, dst = 2, &ev.typ
-		case "sender":
-			bit = 4
-		case "state_key":
-			bit = 8
-		case "content":
-			if seen&16 != 0 {
-				return false
-			}
-			seen |= 16
-			if !p.null() && !p.vcontent(ev) {
-				return false
-			}
-			continue
-		default:
-			if !p.skipMember(k) {
-				return false
-			}
-			continue
-		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		if p.null() {
-			continue
-		}
-		s, ok := p.vstr()
-		if !ok {
-			return false
-		}
-		if dst != nil {
-			*dst = s
 		}
 	}
 }
 
-func (p *scanner) vcontent(ev *eventView) bool {
-	if !p.open('{') {
-		return false
+// vnstr reads a string or null into *dst (left as it is for null); a nil
+// dst only checks the value.
+func (p *scanner) vnstr(dst *[]byte) bool {
+	if p.null() {
+		return true
 	}
-	seen := false
-	for first := true; ; {
-		k, done, ok := p.vkey(&first)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		if string(k) != "body" {
-			if !p.skipMember(k) {
-				return false
-			}
-			continue
-		}
-		if seen {
-			return false
-		}
-		seen = true
-		if !p.null() {
-			if ev.body, ok = p.vstr(); !ok {
-				return false
-			}
-		}
+	if dst == nil {
+		_, _, ok := p.vrawString()
+		return ok
 	}
+	s, ok := p.vstr()
+	*dst = s
+	return ok
+}
+
+// vbool reads a bool or null into *dst (left as it is for null).
+func (p *scanner) vbool(dst *bool) bool {
+	p.ws()
+	switch {
+	case p.lit("true"):
+		*dst = true
+	case p.lit("false"):
+		*dst = false
+	default:
+		return p.null()
+	}
+	return true
 }
 
 // elemSep moves to the next member or element of an object or array
@@ -444,21 +349,6 @@ func (p *scanner) elemSep(closing byte, first *bool) (done, ok bool) {
 	}
 	*first = false
 	return false, true
-}
-
-// vkey reads the next member name of a struct-like object. Escaped names
-// are refused (fallback); callers pass names they do not read to
-// skipMember.
-func (p *scanner) vkey(first *bool) (k []byte, done, ok bool) {
-	if done, ok := p.elemSep('}', first); !ok || done {
-		return nil, done, ok
-	}
-	k, esc, ok := p.vrawString()
-	if !ok || esc || p.peek() != ':' {
-		return nil, false, false
-	}
-	p.i++
-	return k, false, true
 }
 
 // skipMember skips the value of a member the bench does not read. A name
@@ -582,46 +472,19 @@ func stringEndSlow(b []byte, j int, high bool) (end int, esc, ok bool) {
 func (p *scanner) skipv(depth int) bool {
 	switch c := p.peek(); {
 	case c == '"':
-		end, _, ok := stringEnd(p.b, p.i+1, false)
-		p.i = end + 1
-		return ok
-	case c == '{':
+		return p.skipString()
+	case c == '{' || c == '[':
 		if depth >= maxSkipDepth {
 			return false
 		}
 		p.i++
 		for first := true; ; {
-			if done, ok := p.elemSep('}', &first); !ok {
-				return false
-			} else if done {
-				return true
+			// '}' and ']' follow their opening brackets by two.
+			if done, ok := p.elemSep(c+2, &first); !ok || done {
+				return ok
 			}
-			if p.peek() != '"' {
+			if c == '{' && (p.peek() != '"' || !p.skipString() || !p.open(':')) {
 				return false
-			}
-			end, _, ok := stringEnd(p.b, p.i+1, false)
-			if !ok {
-				return false
-			}
-			p.i = end + 1
-			if p.peek() != ':' {
-				return false
-			}
-			p.i++
-			if !p.skipv(depth + 1) {
-				return false
-			}
-		}
-	case c == '[':
-		if depth >= maxSkipDepth {
-			return false
-		}
-		p.i++
-		for first := true; ; {
-			if done, ok := p.elemSep(']', &first); !ok {
-				return false
-			} else if done {
-				return true
 			}
 			if !p.skipv(depth + 1) {
 				return false
@@ -639,6 +502,13 @@ func (p *scanner) skipv(depth int) bool {
 	return false
 }
 
+// skipString consumes the string that starts at the cursor.
+func (p *scanner) skipString() (ok bool) {
+	p.i, _, ok = stringEnd(p.b, p.i+1, false)
+	p.i++
+	return ok
+}
+
 // checkSendAnswer fails where decoding the answer of PUT /send into
 // struct{ EventID string `json:"event_id"` } with encoding/json would.
 func checkSendAnswer(data []byte) error {
@@ -653,33 +523,5 @@ func checkSendAnswer(data []byte) error {
 }
 
 func (p *scanner) sendAnswer() bool {
-	if !p.open('{') {
-		return false
-	}
-	for first := true; ; {
-		if done, ok := p.elemSep('}', &first); !ok {
-			return false
-		} else if done {
-			return true
-		}
-		k, esc, ok := p.vrawString()
-		if !ok || esc || p.peek() != ':' {
-			return false
-		}
-		p.i++
-		switch {
-		case string(k) == "event_id":
-			if !p.null() {
-				if _, _, ok := p.vrawString(); !ok {
-					return false
-				}
-			}
-		case len(k) == len("event_id") && asciiLowerEqual(k, "event_id"):
-			return false // encoding/json would fold it onto event_id
-		default:
-			if !p.skipv(0) {
-				return false
-			}
-		}
-	}
+	return p.vfield("event_id", func() bool { return p.vnstr(nil) })
 }
