@@ -467,15 +467,17 @@ func (r *resolver) isPowerEvent(ev *dag.Event) bool {
 
 // conflictedSubgraph returns the events that lie on an auth_events path
 // from one conflicted event to another: those reachable from a conflicted
-// event that can themselves reach a conflicted event.
+// event that can themselves reach a conflicted event. Both are plain
+// reachability (a forward walk from the conflicted events, then a walk
+// back from them over the reversed edges of what was reached), so the
+// answer does not depend on the order of the conflicted events, even where
+// a malformed DAG has cycles (v1/v2 event IDs are arbitrary; in v12 a
+// create event listing auth events closes one with the implicit edge to it).
 func (r *resolver) conflictedSubgraph(conflicted []int32) []int32 {
-	isConf := make(map[int32]bool, len(conflicted))
-	for _, c := range conflicted {
-		isConf[c] = true
-	}
-	// Everything reachable from the conflicted events, each once.
+	// Everything reachable from the conflicted events, each once, and the
+	// reversed edges among them.
 	reached := make(map[int32]bool)
-	var order []int32
+	from := make(map[int32][]int32) // a -> the reached events that list a
 	stack := append([]int32(nil), conflicted...)
 	for len(stack) > 0 {
 		i := stack[len(stack)-1]
@@ -484,60 +486,27 @@ func (r *resolver) conflictedSubgraph(conflicted []int32) []int32 {
 			continue
 		}
 		reached[i] = true
-		order = append(order, i)
 		if r.load(i) == nil {
 			continue
 		}
-		stack = append(stack, r.edges(i)...)
+		for _, a := range r.edges(i) {
+			from[a] = append(from[a], i)
+			stack = append(stack, a)
+		}
 	}
-	// reaches[i]: i can reach a conflicted event. Iterative post-order DFS;
-	// a cycle (possible only in malformed v1/v2 DAGs) counts as no path.
-	const (
-		unknown = iota
-		visiting
-		yes
-		no
-	)
-	state := make(map[int32]uint8, len(order))
-	type frame struct {
-		n   int32
-		pos int
-	}
-	var frames []frame
+	// Of those, the ones that reach a conflicted event: walk back.
+	back := make(map[int32]bool, len(reached))
 	var out []int32
-	for _, start := range order {
-		if state[start] != unknown {
+	stack = append(stack[:0], conflicted...)
+	for len(stack) > 0 {
+		i := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if back[i] {
 			continue
 		}
-		frames = append(frames[:0], frame{n: start})
-		state[start] = visiting
-		for len(frames) > 0 {
-			f := &frames[len(frames)-1]
-			auth := r.edges(f.n) // computed above for every reached node
-			if f.pos < len(auth) {
-				a := auth[f.pos]
-				f.pos++
-				if state[a] == unknown {
-					state[a] = visiting
-					frames = append(frames, frame{n: a})
-				}
-				continue
-			}
-			res := isConf[f.n]
-			for _, a := range auth {
-				if state[a] == yes {
-					res = true
-					break
-				}
-			}
-			if res {
-				state[f.n] = yes
-				out = append(out, f.n)
-			} else {
-				state[f.n] = no
-			}
-			frames = frames[:len(frames)-1]
-		}
+		back[i] = true
+		out = append(out, i)
+		stack = append(stack, from[i]...)
 	}
 	return out
 }
