@@ -124,14 +124,7 @@ func TestAccountRecords(t *testing.T) {
 	}
 
 	// Replay reproduces the live rows byte for byte.
-	db, err := set.Rebuild(l, filepath.Join(dir, "scratch"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if bad, err := set.Compare(l.DB(), db); err != nil || len(bad) != 0 {
-		t.Fatalf("rebuild differs: %+v %v", bad, err)
-	}
+	rebuildMatches(t, set, l, filepath.Join(dir, "scratch"))
 }
 
 func TestJSONString(t *testing.T) {

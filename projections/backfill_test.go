@@ -79,14 +79,7 @@ func TestBackfillOrder(t *testing.T) {
 		}
 	}
 	check(st, "live")
-	db, err := set.Rebuild(l, filepath.Join(dir, "scratch"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if bad, err := set.Compare(l.DB(), db); err != nil || len(bad) != 0 {
-		t.Fatalf("rebuild differs: %+v %v", bad, err)
-	}
+	rebuildMatches(t, set, l, filepath.Join(dir, "scratch"))
 	// Backfilled events stay out of the timeline and the state.
 	if tl, _ := st.Timeline(room, 0, math.MaxUint64, false, 10); len(tl) != 0 {
 		t.Fatalf("timeline %v", tl)

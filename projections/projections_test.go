@@ -67,6 +67,22 @@ func appendAll(t testing.TB, l *log.Log, vals []any) {
 	}
 }
 
+// rebuildMatches rebuilds set's projections from l into a scratch database
+// at dir, fails the test unless every one equals the live rows, and returns
+// the scratch database (closed when the test ends).
+func rebuildMatches(t testing.TB, set *Set, l *log.Log, dir string) *pebble.DB {
+	t.Helper()
+	db, err := set.Rebuild(l, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if bad, err := set.Compare(l.DB(), db); err != nil || len(bad) != 0 {
+		t.Fatalf("rebuild differs: %+v %v", bad, err)
+	}
+	return db
+}
+
 // appendGroups appends vals in appends of n records (group commits of the
 // live path, without an fsync per record).
 func appendGroups(t testing.TB, l *log.Log, vals []any, n int) {
@@ -167,23 +183,12 @@ func TestRebuildMatchesLive(t *testing.T) {
 	l := openLog(t, filepath.Join(dir, "db"), set)
 	defer l.Close()
 	appendAll(t, l, fixture(t, 3000))
-	db, err := set.Rebuild(l, filepath.Join(dir, "scratch"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	bad, err := set.Compare(l.DB(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(bad) != 0 {
-		t.Fatalf("rebuild differs: %+v", bad)
-	}
+	db := rebuildMatches(t, set, l, filepath.Join(dir, "scratch"))
 	// A corrupted live row is caught.
 	if err := l.DB().Set([]byte("pswrong"), []byte("x"), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	bad, _ = set.Compare(l.DB(), db)
+	bad, _ := set.Compare(l.DB(), db)
 	if len(bad) != 1 || bad[0].Name != "state" {
 		t.Fatalf("corruption not detected: %+v", bad)
 	}

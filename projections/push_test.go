@@ -228,18 +228,7 @@ func TestPushRebuildMatchesLive(t *testing.T) {
 		}(chunk)
 	}
 	wg.Wait()
-	db, err := set.Rebuild(l, filepath.Join(dir, "scratch"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	bad, err := set.Compare(l.DB(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(bad) != 0 {
-		t.Fatalf("rebuild differs: %+v", bad)
-	}
+	rebuildMatches(t, set, l, filepath.Join(dir, "scratch"))
 }
 
 // TestUnreadCounts follows counts through notifications and receipts.

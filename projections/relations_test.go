@@ -108,14 +108,7 @@ func TestRelationsSearchUserDir(t *testing.T) {
 		t.Errorf("public rooms %v", pub)
 	}
 
-	db, err := set.Rebuild(l, filepath.Join(dir, "scratch"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if bad, err := set.Compare(l.DB(), db); err != nil || len(bad) != 0 {
-		t.Fatalf("rebuild differs: %+v %v", bad, err)
-	}
+	rebuildMatches(t, set, l, filepath.Join(dir, "scratch"))
 }
 
 func TestSearchTokens(t *testing.T) {
